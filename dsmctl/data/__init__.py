@@ -1,0 +1,52 @@
+"""Data: sources -> prepared cache -> ArrayData views; see sources.py and cache.py."""
+import functools
+import json
+from pathlib import Path
+
+from .arrays import ArrayData
+from .cache import DataError, array_sha256, is_prepared, load_split, read_manifest, write_prepared
+from . import sources
+
+
+def prepare(source, out, **options):
+    """Load a source and write it as a prepared directory; returns the manifest."""
+    loaded = sources.load(source, **options)
+    return write_prepared(out, loaded.splits, loaded.labels, loaded.info)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_in_memory(source, synthetic_json):
+    spec = json.loads(synthetic_json) if synthetic_json else None
+    return sources.load(source, synthetic_spec=spec)
+
+
+def open_split(source, split, synthetic=None):
+    """ArrayData for one split of a prepared directory (memory-mapped) or of a raw source (in memory)."""
+    if is_prepared(source):
+        return load_split(source, split)
+    loaded = _load_in_memory(str(source), json.dumps(synthetic, sort_keys=True) if synthetic else "")
+    if split not in loaded.splits:
+        raise DataError(f"{source}: no split '{split}'; it has {', '.join(loaded.splits)}")
+    array = loaded.splits[split]
+    return ArrayData(array, name=f"{Path(str(source)).name}:{split}", fingerprint=array_sha256(array)[:16],
+                     labels=loaded.labels.get(split))
+
+
+def source_info(source, synthetic=None):
+    """Provenance of a source (manifest of a prepared dir, or the info of a raw source)."""
+    if is_prepared(source):
+        return read_manifest(source)
+    return _load_in_memory(str(source), json.dumps(synthetic, sort_keys=True) if synthetic else "").info
+
+
+def true_density(source, synthetic=None):
+    """The closed-form density behind synthetic data, else None."""
+    from ..densities import from_spec
+
+    spec = source_info(source, synthetic).get("density")
+    if not spec:
+        return None
+    return from_spec({k: v for k, v in spec.items() if k not in ("n_train", "n_test", "seed")})
+
+
+from .subsets import subset, subset_positions  # noqa: E402

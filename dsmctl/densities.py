@@ -1,0 +1,184 @@
+"""Closed-form densities: Gaussians and Gaussian mixtures (Gaussian scale mixtures among them).
+
+For x ~ p, the noisy density p_t = p * N(0, tI) stays closed form: a Gaussian N(mu, S) becomes
+N(mu, S + tI), and a mixture mixes the noisy components with the same weights. Each density answers
+the model interface density(y, t, need=...) -> EnergyOutput with the exact energy, grad_y and grad_t,
+so every estimator in dsmctl runs unchanged on the truth.
+"""
+import math
+
+import torch
+
+from .nn.energy import EnergyOutput, as_batch_t, parse_need
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class Gaussian:
+    """N(mean, S) with S = V diag(eigvals) V^T + floor (I - V V^T), V (d, r) orthonormal columns.
+
+    r = 0 is isotropic (S = floor I); r = d is a full covariance; 0 < r < d a low-rank covariance plus an
+    isotropic floor (e.g. fitted from fewer images than dimensions).
+    """
+
+    def __init__(self, shape, mean=None, eigvecs=None, eigvals=None, floor=1.0):
+        self.shape = tuple(shape)
+        self.d = math.prod(self.shape)
+        self.mean = torch.zeros(self.d, dtype=torch.float64) if mean is None else torch.as_tensor(mean, dtype=torch.float64).reshape(self.d)
+        self.eigvecs = None if eigvecs is None else torch.as_tensor(eigvecs, dtype=torch.float64)
+        self.eigvals = torch.zeros(0, dtype=torch.float64) if eigvals is None else torch.as_tensor(eigvals, dtype=torch.float64)
+        self.floor = float(floor)
+        self.rank = 0 if self.eigvecs is None else self.eigvecs.shape[1]
+
+    @classmethod
+    def isotropic(cls, shape, variance=1.0, mean=None):
+        return cls(shape, mean=mean, floor=variance)
+
+    @classmethod
+    def from_covariance(cls, cov, mean=None, shape=None):
+        cov = torch.as_tensor(cov, dtype=torch.float64)
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        return cls(shape or (cov.shape[0],), mean=mean, eigvecs=eigvecs, eigvals=eigvals.clamp_min(0), floor=0.0)
+
+    @classmethod
+    def fit(cls, x, min_var=0.0):
+        """Maximum-likelihood Gaussian of samples x (N, ...); eigenvalues clamped at min_var.
+
+        With N <= d the covariance has rank < N: the complement gets variance min_var (must be > 0).
+        """
+        shape = tuple(x.shape[1:])
+        x = x.reshape(x.shape[0], -1).to(torch.float64)
+        n, d = x.shape
+        mean = x.mean(0)
+        xc = x - mean
+        if n > d:
+            eigvals, eigvecs = torch.linalg.eigh(xc.T @ xc / n)
+            return cls(shape, mean, eigvecs, eigvals.clamp_min(min_var), floor=min_var)
+        if min_var <= 0:
+            raise ValueError(f"fitting a Gaussian to {n} samples in {d} dimensions needs min_var > 0")
+        # Gram trick: eigenvectors of X^T X / n from those of X X^T / n.
+        g_vals, g_vecs = torch.linalg.eigh(xc @ xc.T / n)
+        keep = g_vals > 1e-12 * g_vals.max().clamp_min(1e-300)
+        g_vals, g_vecs = g_vals[keep], g_vecs[:, keep]
+        eigvecs = xc.T @ g_vecs / (n * g_vals).sqrt()
+        return cls(shape, mean, eigvecs, g_vals.clamp_min(min_var), floor=min_var)
+
+    def to(self, ref):
+        kw = dict(dtype=ref.dtype, device=ref.device)
+        vecs = None if self.eigvecs is None else self.eigvecs.to(**kw)
+        return self.mean.to(**kw), vecs, self.eigvals.to(**kw)
+
+    def variances(self):
+        """All d eigenvalues of S (the floor repeated d - r times)."""
+        return torch.cat([self.eigvals, torch.full((self.d - self.rank,), self.floor, dtype=torch.float64)])
+
+    def entropy(self, t=0.0):
+        """Differential entropy of p_t in nats per image: 1/2 log det(2 pi e (S + tI))."""
+        return 0.5 * (self.variances() + t).log().sum().item() + 0.5 * self.d * (LOG_2PI + 1)
+
+    def effective_dimension(self, t):
+        """E||x - D(x + sqrt(t) z, t)||^2 / t = sum_i lambda_i / (lambda_i + t)."""
+        v = self.variances()
+        return (v / (v + t)).sum().item()
+
+    def __call__(self, y, t, need=("energy",), create_graph=False):
+        need = parse_need(need)
+        t = as_batch_t(t, y)
+        mean, vecs, vals = self.to(y)
+        r = y.reshape(y.shape[0], -1) - mean
+        tt = t[:, None]
+        beta = self.floor + t  # variance of the complement
+        n_perp = self.d - self.rank
+        c = r @ vecs if self.rank else r[:, :0]
+        alpha = vals + tt
+        r2 = (r * r).sum(1)
+        perp2 = (r2 - (c * c).sum(1)).clamp_min(0) if n_perp else torch.zeros_like(t)
+        perp_over_beta = (perp2 / beta) if n_perp else torch.zeros_like(t)
+        out = EnergyOutput(y, t)
+        if "energy" in need:
+            logdet = alpha.log().sum(1) + (n_perp * beta.log() if n_perp else 0)
+            out.energy = 0.5 * ((c * c / alpha).sum(1) + perp_over_beta + logdet + self.d * LOG_2PI)
+        if "grad_y" in need:
+            g = (c / alpha) @ vecs.T if self.rank else torch.zeros_like(r)
+            if n_perp:
+                r_perp = r - (c @ vecs.T if self.rank else 0)
+                g = g + r_perp / beta[:, None]
+            out.grad_y = g.reshape(y.shape)
+        if "grad_t" in need:
+            trace = (1 / alpha).sum(1) + (n_perp / beta if n_perp else 0)
+            quad = (c * c / alpha**2).sum(1) + (perp2 / beta**2 if n_perp else 0)
+            out.grad_t = 0.5 * (trace - quad)
+        return out
+
+    def sample(self, n, generator=None, dtype=torch.float64):
+        eps = torch.randn(n, self.d, generator=generator, dtype=torch.float64)
+        x = self.floor**0.5 * eps
+        if self.rank:
+            proj = eps @ self.eigvecs
+            x = x + ((self.eigvals.sqrt() - self.floor**0.5) * proj) @ self.eigvecs.T
+        return (x + self.mean).reshape(n, *self.shape).to(dtype)
+
+    def params(self):
+        return {"kind": "gaussian", "shape": list(self.shape), "rank": self.rank, "floor": self.floor}
+
+
+class Mixture:
+    """sum_k w_k N_k: energy -logsumexp_k(log w_k - U_k); grad_y, grad_t are responsibility-weighted."""
+
+    def __init__(self, components, weights):
+        self.components = list(components)
+        self.shape = self.components[0].shape
+        self.d = self.components[0].d
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        self.log_weights = (w / w.sum()).log()
+
+    def __call__(self, y, t, need=("energy",), create_graph=False):
+        need = parse_need(need)
+        t = as_batch_t(t, y)
+        outs = [c(y, t, need=need | {"energy"}) for c in self.components]
+        logits = self.log_weights.to(y) - torch.stack([o.energy for o in outs], 1)  # (B, K)
+        resp = logits.softmax(1)
+        out = EnergyOutput(y, t)
+        if "energy" in need:
+            out.energy = -logits.logsumexp(1)
+        if "grad_y" in need:
+            out.grad_y = sum(resp[:, k].reshape(-1, *[1] * (y.dim() - 1)) * o.grad_y for k, o in enumerate(outs))
+        if "grad_t" in need:
+            out.grad_t = sum(resp[:, k] * o.grad_t for k, o in enumerate(outs))
+        return out
+
+    def sample(self, n, generator=None, dtype=torch.float64):
+        which = torch.multinomial(self.log_weights.exp(), n, replacement=True, generator=generator)
+        x = torch.empty(n, *self.shape, dtype=torch.float64)
+        for k, c in enumerate(self.components):
+            idx = (which == k).nonzero().flatten()
+            if len(idx):
+                x[idx] = c.sample(len(idx), generator=generator)
+        return x.to(dtype)
+
+    def params(self):
+        return {"kind": "mixture", "weights": self.log_weights.exp().tolist(), "components": [c.params() for c in self.components]}
+
+
+def gsm(d, variances=(1.0, 16.0), weights=None):
+    """Isotropic Gaussian scale mixture sum_k w_k N(0, s_k I) in d dimensions (paper Fig. 1: s = 1, 16)."""
+    weights = weights or [1.0] * len(variances)
+    return Mixture([Gaussian.isotropic((d,), v) for v in variances], weights)
+
+
+def from_spec(spec):
+    """Build a density from a recipe/manifest dict, e.g. {kind: gsm, d: 1000, variances: [1, 16]}."""
+    spec = dict(spec)
+    kind = spec.pop("kind")
+    if kind == "gsm":
+        return gsm(int(spec["d"]), tuple(spec.get("variances", (1.0, 16.0))), spec.get("weights"))
+    if kind == "gaussian":
+        d = int(spec["d"])
+        if "spectrum" in spec:  # power-law spectrum lambda_i = scale * (i+1)^-exponent, random basis from seed
+            g = torch.Generator().manual_seed(int(spec.get("basis_seed", 0)))
+            q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+            sp = spec["spectrum"]
+            vals = sp["scale"] * torch.arange(1, d + 1, dtype=torch.float64) ** -float(sp["exponent"])
+            return Gaussian((d,), eigvecs=q, eigvals=vals, floor=0.0)
+        return Gaussian.isotropic((d,), float(spec.get("variance", 1.0)))
+    raise ValueError(f"unknown synthetic density kind '{kind}'; expected gsm or gaussian")

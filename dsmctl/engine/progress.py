@@ -1,0 +1,50 @@
+"""Training progress on stderr: a rich bar on a terminal, one plain line every few seconds otherwise."""
+import sys
+import time
+
+
+def fmt_metrics(m):
+    return (f"step {m['step']}  loss {m['loss']:.4g} (space {m['space']:.4g}, time {m['time']:.4g})  "
+            f"lr {m['lr']:.3g}  {m['img_per_s']:.0f} img/s")
+
+
+class Progress:
+    def __init__(self, total, initial=0, enabled=True, every_s=10.0, stream=None):
+        self.enabled, self.total, self.every_s = enabled, total, every_s
+        self.stream = stream or sys.stderr
+        self.tty = self.enabled and self.stream.isatty()
+        self.last_print = 0.0
+        self.bar = None
+        if self.tty:
+            from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+            from rich.console import Console
+
+            self.bar = Bar(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                           TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=Console(file=self.stream, emoji=False, markup=False, highlight=False))
+            self.task = self.bar.add_task("train", total=total, completed=initial, info="")
+            self.bar.start()
+
+    def update(self, metrics):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(self.task, completed=metrics["step"], info=fmt_metrics(metrics))
+            return
+        now = time.time()
+        if now - self.last_print >= self.every_s or metrics["step"] >= self.total:
+            self.last_print = now
+            eta = metrics.get("eta_s")
+            eta = f"  eta {eta / 60:.1f} min" if eta is not None else ""
+            print(f"[train] {fmt_metrics(metrics)}{eta}", file=self.stream, flush=True)
+
+    def log(self, text):
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.console.print(text, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,31 @@
+"""Recipe model section + data shape -> model (EnergyModel, DenoiserModel or RadialEnergy)."""
+import math
+
+from .energy import DenoiserModel, EnergyModel
+from .radial import RadialEnergy
+from .unet import UNet
+
+
+class ShapeError(ValueError):
+    pass
+
+
+def build_model(cfg, shape):
+    """cfg: recipe.Model (or a dict of its fields); shape: one example's shape, (C, H, W) or (D,)."""
+    cfg = cfg if isinstance(cfg, dict) else vars(cfg)
+    shape = tuple(shape)
+    if cfg["kind"] == "radial":
+        return RadialEnergy(math.prod(shape), cfg["radial_components"], cfg["radial_hidden"], cfg["radial_depth"])
+    if len(shape) != 3:
+        raise ShapeError(f"model.kind {cfg['kind']} needs images (C x H x W), got examples of shape {shape}; "
+                         "use model.kind radial for vectors")
+    factor = 2 ** len(cfg["widths"])
+    if shape[1] % factor or shape[2] % factor:
+        raise ShapeError(f"image size {shape[1]}x{shape[2]} is not divisible by {factor} "
+                         f"(2^{len(cfg['widths'])} for {len(cfg['widths'])} scales); change model.widths or the data size")
+    net = UNet(shape[0], cfg["widths"], cfg["mid_width"], cfg["layers_per_block"], cfg["embedding"])
+    return DenoiserModel(net) if cfg["kind"] == "denoiser" else EnergyModel(net)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,98 @@
+"""The one interface every model and closed-form density answers: model(y, t, need=...) -> EnergyOutput.
+
+U(y, t) = -log p_t(y) in nats per image; grad_y = dU/dy (minus the score); grad_t = dU/dt (partial,
+y held fixed); denoised = y - t * grad_y (Tweedie / Miyasawa).
+"""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+NEEDS = ("energy", "grad_y", "grad_t", "denoised")
+
+
+@dataclass
+class EnergyOutput:
+    y: torch.Tensor
+    t: torch.Tensor  # (B,) per-image noise variance
+    energy: torch.Tensor | None = None  # (B,)
+    grad_y: torch.Tensor | None = None  # like y
+    grad_t: torch.Tensor | None = None  # (B,)
+
+    @property
+    def denoised(self):
+        return self.y - expand_as(self.t, self.y) * self.grad_y
+
+
+def expand_as(t, y):
+    """(B,) -> (B, 1, ..., 1) broadcastable against y."""
+    return t.reshape(-1, *([1] * (y.dim() - 1)))
+
+
+def as_batch_t(t, y):
+    """Accept a float or a (B,) / (1,) tensor of noise variances; return (B,) in y's dtype/device."""
+    t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
+    return t.expand(y.shape[0]).contiguous() if t.numel() == 1 else t.reshape(y.shape[0])
+
+
+def parse_need(need):
+    need = {need} if isinstance(need, str) else set(need)
+    unknown = need - set(NEEDS)
+    if unknown:
+        raise ValueError(f"unknown need {sorted(unknown)}; expected a subset of {NEEDS}")
+    if "denoised" in need:
+        need = (need - {"denoised"}) | {"grad_y"}
+    return need
+
+
+class EnergyModel(nn.Module):
+    """U(y, t) = 1/2 <y, f(y, t)> summed over pixels, f a score/denoiser network (the paper's form).
+
+    y and t are re-made into leaves here, so grad_t is always the partial derivative at fixed y even if
+    the caller built y from a t that requires grad (otherwise autograd returns the total derivative
+    along the noise path and the time-score term silently trains the wrong quantity).
+    """
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def energy(self, y, t):
+        f = self.net(y, t)
+        return 0.5 * (y * f).flatten(1).sum(1)
+
+    def forward(self, y, t, need=("energy",), create_graph=False):
+        need = parse_need(need)
+        t = as_batch_t(t, y)
+        wrt = [k for k in ("grad_y", "grad_t") if k in need]
+        if not wrt:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and create_graph):
+                return EnergyOutput(y, t, energy=self.energy(y, t))
+        y = y.detach().requires_grad_(True)
+        t = t.detach().requires_grad_("grad_t" in need)
+        with torch.enable_grad():
+            energy = self.energy(y, t)
+            inputs = {"grad_y": y, "grad_t": t}
+            grads = torch.autograd.grad(energy.sum(), [inputs[k] for k in wrt], create_graph=create_graph)
+        grads = dict(zip(wrt, grads))
+        if not create_graph:
+            energy, y, t = energy.detach(), y.detach(), t.detach()
+        return EnergyOutput(y, t, energy=energy if "energy" in need else None, **grads)
+
+
+class DenoiserModel(nn.Module):
+    """Score-network twin: the same network read directly as grad_y U = f(y, t); no energy, no grad_t.
+
+    Trained with the space-score term alone; used for the paper's denoising comparison (Table 1).
+    """
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, y, t, need=("grad_y",), create_graph=False):
+        need = parse_need(need)
+        if need - {"grad_y"}:
+            raise ValueError(f"a denoiser model has no {sorted(need - {'grad_y'})}: it gives only grad_y and denoised")
+        t = as_batch_t(t, y)
+        return EnergyOutput(y, t, grad_y=self.net(y, t))

@@ -1,0 +1,285 @@
+"""Recipes: YAML -> frozen dataclasses, strict keys (with did-you-mean), typed --set overrides, a hash.
+
+Every mistake is a RecipeError whose one-line message names the file, the dotted key and what was expected.
+"""
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class RecipeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Data:
+    source: str = "demo"  # prepared dir, "demo", "synthetic", or anything `dsmctl prepare` accepts
+    train_split: str = "train"
+    eval_split: str = "test"
+    hflip: bool = False  # random horizontal flips (the paper's ImageNet64 augmentation)
+    subset: str | None = None  # "first:N", "last:N", "random:N:SEED:a|b" (disjoint halves a/b)
+    synthetic: dict | None = None  # for source "synthetic": {kind: gsm|gaussian, d, n_train, n_test, seed, ...}
+
+
+@dataclass(frozen=True)
+class Model:
+    kind: str = "energy"  # energy | denoiser | radial
+    widths: tuple[int, ...] = (64, 128, 256)
+    mid_width: int = 512
+    layers_per_block: int = 3
+    embedding: str = "paper"  # paper (raw t, as published) | logt
+    radial_components: int = 2
+    radial_hidden: int = 256
+    radial_depth: int = 4
+
+
+@dataclass(frozen=True)
+class Noise:
+    t_min: float = 1e-9
+    t_max: float = 1e3
+
+
+@dataclass(frozen=True)
+class Loss:
+    mode: str = "dual"  # dual | single
+    time_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Optim:
+    lr: float = 5e-4
+    schedule: str = "halving"  # halving (every halve_every steps) | onecycle | cosine | constant
+    halve_every: int = 100_000
+    warmup_steps: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class Train:
+    steps: int = 1_000_000
+    batch_size: int = 128  # global batch, split evenly across processes
+    seed: int = 0
+    log_every: int = 100
+    ckpt_every: int = 10_000
+    keep_last: int = 3
+    ema: float | None = None  # EMA decay, e.g. 0.999; None = off (the paper)
+    precision: str = "fp32"  # fp32 | bf16
+
+
+@dataclass(frozen=True)
+class Eval:
+    t: float = 0.0
+    t_max: float = 1e3  # where the constant is fixed
+    anchor: str = "paper"  # paper | gaussian
+    batch_size: int = 256
+    n_images: int | None = None  # None = the whole evaluation split
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    noise: Noise = field(default_factory=Noise)
+    loss: Loss = field(default_factory=Loss)
+    optim: Optim = field(default_factory=Optim)
+    train: Train = field(default_factory=Train)
+    eval: Eval = field(default_factory=Eval)
+
+    def to_dict(self):
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_yaml(self):
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def hash(self):
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+CHOICES = {
+    "model.kind": ("energy", "denoiser", "radial"),
+    "model.embedding": ("paper", "logt"),
+    "loss.mode": ("dual", "single"),
+    "optim.schedule": ("halving", "onecycle", "cosine", "constant"),
+    "train.precision": ("fp32", "bf16"),
+    "eval.anchor": ("paper", "gaussian"),
+}
+
+
+def _check_values(r, where):
+    def need(ok, key, expected, value):
+        if not ok:
+            raise RecipeError(f"{where}{key}: expected {expected}, got {value!r}")
+
+    for key, allowed in CHOICES.items():
+        sec, name = key.split(".")
+        value = getattr(getattr(r, sec), name)
+        need(value in allowed, key, "one of " + ", ".join(allowed), value)
+    need(r.noise.t_min > 0, "noise.t_min", "a positive noise variance", r.noise.t_min)
+    need(r.noise.t_max > r.noise.t_min, "noise.t_max", f"a value above noise.t_min ({r.noise.t_min})", r.noise.t_max)
+    need(r.loss.time_weight >= 0, "loss.time_weight", "a non-negative weight", r.loss.time_weight)
+    need(r.optim.lr > 0, "optim.lr", "a positive learning rate", r.optim.lr)
+    need(r.optim.halve_every > 0, "optim.halve_every", "a positive number of steps", r.optim.halve_every)
+    need(r.optim.warmup_steps >= 0, "optim.warmup_steps", "a non-negative number of steps", r.optim.warmup_steps)
+    need(len(r.optim.betas) == 2 and all(0 <= b < 1 for b in r.optim.betas), "optim.betas", "two numbers in [0, 1)", list(r.optim.betas))
+    need(r.optim.eps > 0, "optim.eps", "a positive number", r.optim.eps)
+    need(r.optim.weight_decay >= 0, "optim.weight_decay", "a non-negative number", r.optim.weight_decay)
+    need(r.optim.grad_clip is None or r.optim.grad_clip > 0, "optim.grad_clip", "null or a positive norm", r.optim.grad_clip)
+    need(r.train.steps > 0, "train.steps", "a positive number of steps", r.train.steps)
+    need(r.train.batch_size > 0, "train.batch_size", "a positive batch size", r.train.batch_size)
+    need(r.train.log_every > 0, "train.log_every", "a positive number of steps", r.train.log_every)
+    need(r.train.ckpt_every > 0, "train.ckpt_every", "a positive number of steps", r.train.ckpt_every)
+    need(r.train.keep_last >= 1, "train.keep_last", "at least 1", r.train.keep_last)
+    need(r.train.ema is None or 0 < r.train.ema < 1, "train.ema", "null or a decay in (0, 1)", r.train.ema)
+    need(len(r.model.widths) >= 1 and all(w > 0 for w in r.model.widths), "model.widths", "a list of positive widths", list(r.model.widths))
+    need(r.model.mid_width > 0, "model.mid_width", "a positive width", r.model.mid_width)
+    need(r.model.layers_per_block >= 2, "model.layers_per_block", "at least 2", r.model.layers_per_block)
+    need(r.eval.t >= 0, "eval.t", "a non-negative noise variance", r.eval.t)
+    need(r.eval.t_max > 0, "eval.t_max", "a positive noise variance", r.eval.t_max)
+    need(r.eval.batch_size > 0, "eval.batch_size", "a positive batch size", r.eval.batch_size)
+    need(r.eval.n_images is None or r.eval.n_images > 0, "eval.n_images", "null or a positive count", r.eval.n_images)
+    need(r.data.source != "synthetic" or isinstance(r.data.synthetic, dict), "data.synthetic",
+         "a mapping {kind, d, n_train, ...} when data.source is synthetic", r.data.synthetic)
+
+
+def _coerce(value, tp, key, where):
+    """Check `value` against the annotation `tp`; ints are accepted as floats, lists as tuples."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, where)
+            except RecipeError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key, where) for v in value)
+        if len(value) != len(args):
+            raise RecipeError(f"{where}{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key, where) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"{where}{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise RecipeError(f"{where}{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-9" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise RecipeError(f"{where}{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise RecipeError(f"{where}{key}: expected a string, got {value!r}")
+    if origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return value
+        raise RecipeError(f"{where}{key}: expected a mapping, got {value!r}")
+    raise TypeError(f"unsupported annotation {tp} for {key}")
+
+
+def _unknown(key, known, where):
+    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; expected one of: {', '.join(known)}"
+    return RecipeError(f"{where}{key}: unknown key{hint}")
+
+
+def _build(cls, raw, prefix, where):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}{prefix.rstrip('.') or 'recipe'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise _unknown(f"{prefix}{key}", names, where)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.", where)
+        else:
+            kwargs[key] = _coerce(value, tp, f"{prefix}{key}", where)
+    return cls(**kwargs)
+
+
+def parse_override(text):
+    """'optim.lr=1e-4' -> ('optim.lr', 1e-4); the value is read as YAML (numbers, lists, null, true)."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise RecipeError(f"--set {text!r}: the value is not valid YAML") from None
+
+
+def apply_overrides(raw, overrides):
+    raw = json.loads(json.dumps(raw or {}))
+    sections = [f.name for f in dataclasses.fields(Recipe)]
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        if len(parts) < 2:
+            raise RecipeError(f"--set {key}: expected a dotted key SECTION.NAME (sections: {', '.join(sections)})")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {key}: '{p}' is not a section")
+        node[parts[-1]] = value
+    return raw
+
+
+def load_recipe(path=None, overrides=(), raw=None):
+    """Read a recipe file (or a dict), apply --set overrides, validate; raises RecipeError."""
+    where = f"{path}: " if path else ""
+    if raw is None and path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise RecipeError(f"{path}: no such recipe file")
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark else ""
+            raise RecipeError(f"{path}: not valid YAML{at}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise RecipeError(f"{where}expected a mapping of sections (data, model, noise, loss, optim, train, eval)")
+    raw = apply_overrides(raw, overrides)
+    recipe = _build(Recipe, raw, "", where)
+    _check_values(recipe, where)
+    return recipe
+
+
+def recipe_from_dict(d):
+    """Rebuild a recipe stored in a checkpoint or run directory."""
+    return load_recipe(raw=d)

@@ -1,0 +1,16 @@
+import os
+import tempfile
+
+import pytest
+import torch
+
+# Keep Hugging Face caches and hub access off the user's home and the network.
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="dsmctl-hf-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(0)

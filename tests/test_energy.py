@@ -1,0 +1,87 @@
+"""The energy wrapper: derivatives by autograd equal finite differences; the paper's UNet size."""
+import pytest
+import torch
+
+from dsmctl.nn.build import build_model, count_parameters
+from dsmctl.nn.energy import DenoiserModel, EnergyModel
+from dsmctl.nn.unet import UNet
+from dsmctl.recipe import Model
+
+
+def small_energy(embedding="paper"):
+    torch.manual_seed(0)
+    return EnergyModel(UNet(1, (4, 8), 8, 2, embedding)).double()
+
+
+def test_paper_unet_has_8649856_parameters():
+    assert count_parameters(build_model(Model(), (3, 64, 64))) == 8_649_856
+
+
+def test_paper_unet_is_bias_free_and_gelu():
+    net = UNet()
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            assert m.bias is None
+
+
+@pytest.mark.parametrize("embedding", ["paper", "logt"])
+def test_grads_match_finite_differences(embedding, gen):
+    model = small_energy(embedding)
+    y = torch.randn(2, 1, 8, 8, generator=gen, dtype=torch.float64)
+    t = torch.tensor([0.05, 0.7], dtype=torch.float64)
+    out = model(y, t, need=("energy", "grad_y", "grad_t"))
+    h = 1e-6
+    for idx in [(0, 0, 0, 0), (0, 0, 3, 5), (1, 0, 7, 7), (1, 0, 2, 1)]:
+        e = torch.zeros_like(y)
+        e[idx] = h
+        fd = (model(y + e, t).energy - model(y - e, t).energy) / (2 * h)
+        assert fd[idx[0]].item() == pytest.approx(out.grad_y[idx].item(), rel=1e-5, abs=1e-8)
+    fd_t = (model(y, t + h).energy - model(y, t - h).energy) / (2 * h)
+    assert torch.allclose(out.grad_t, fd_t, rtol=1e-5, atol=1e-8)
+
+
+def test_grad_t_is_partial_even_if_y_depends_on_t(gen):
+    """Field note: y built from a t that requires grad must still give the partial dU/dt."""
+    model = small_energy()
+    x = torch.randn(2, 1, 8, 8, generator=gen, dtype=torch.float64)
+    z = torch.randn(2, 1, 8, 8, generator=gen, dtype=torch.float64)
+    t = torch.tensor([0.1, 0.5], dtype=torch.float64, requires_grad=True)
+    y = x + t.sqrt()[:, None, None, None] * z  # depends on t
+    partial = model(y.detach(), t.detach(), need=("grad_t",)).grad_t
+    out = model(y, t, need=("grad_y", "grad_t"))
+    assert torch.allclose(out.grad_t, partial)
+
+
+def test_energy_is_half_inner_product(gen):
+    model = small_energy()
+    y = torch.randn(3, 1, 8, 8, generator=gen, dtype=torch.float64)
+    t = torch.full((3,), 0.2, dtype=torch.float64)
+    f = model.net(y, t)
+    assert torch.allclose(model(y, t).energy, 0.5 * (y * f).sum((1, 2, 3)))
+
+
+def test_denoised_is_tweedie(gen):
+    model = small_energy()
+    y = torch.randn(2, 1, 8, 8, generator=gen, dtype=torch.float64)
+    out = model(y, 0.3, need=("denoised",))
+    assert torch.allclose(out.denoised, y - 0.3 * out.grad_y)
+
+
+def test_training_graph_gives_parameter_grads(gen):
+    """create_graph=True: a loss on grad_y and grad_t reaches every parameter (needed for DDP)."""
+    model = small_energy()
+    y = torch.randn(2, 1, 8, 8, generator=gen, dtype=torch.float64)
+    out = model(y, torch.tensor([0.1, 1.0], dtype=torch.float64), need=("grad_y", "grad_t"), create_graph=True)
+    (out.grad_y.square().sum() + out.grad_t.square().sum()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+def test_denoiser_twin_has_no_energy(gen):
+    torch.manual_seed(0)
+    model = DenoiserModel(UNet(1, (4, 8), 8, 2))
+    y = torch.randn(2, 1, 8, 8, generator=gen)
+    out = model(y, 0.1, need=("denoised",))
+    assert out.denoised.shape == y.shape and out.energy is None
+    with pytest.raises(ValueError):
+        model(y, 0.1, need=("energy",))
