@@ -128,17 +128,33 @@ def eval_nll(
     stored_constant: bool = typer.Option(False, help="Reuse the constant stored at the end of training."),
     baseline: bool = typer.Option(True, help="Also report a Gaussian fitted to the training split."),
     per_image: Optional[Path] = typer.Option(None, help="Write per-image energies to FILE (.csv or .jsonl)."),
+    estimator: str = typer.Option("one-shot", help="one-shot (the paper's) | dequantized (8-bit data, a bound) | "
+                                  "pf-ode (probability-flow ODE)."),
+    draws: int = typer.Option(4, help="dequantized: uniform noise draws per image."),
+    t_min: Optional[float] = typer.Option(None, help="pf-ode: start of the ODE (default: the recipe's noise.t_min)."),
+    rtol: float = typer.Option(1e-5, help="pf-ode: relative tolerance of the adaptive solver."),
+    atol: float = typer.Option(1e-5, help="pf-ode: absolute tolerance of the adaptive solver."),
+    probes: Optional[int] = typer.Option(None, help="pf-ode: Hutchinson probes per image; 0 = exact trace "
+                                         "(default: exact for d <= 64, else 1 probe)."),
+    max_steps: int = typer.Option(1000, help="pf-ode: accepted steps per image before giving up."),
+    denoising_curve: bool = typer.Option(False, "--denoising-curve", help="Also measure output vs input PSNR (Table 1)."),
+    denoiser: Optional[Path] = typer.Option(None, help="A denoiser checkpoint to put beside the model in the curve."),
+    psnr_grid: str = typer.Option("0,10,20,30,40", help="Input PSNRs (dB) of the denoising curve."),
+    plots: Optional[Path] = typer.Option(None, help="Write figures (log p histogram, image strip, curves) to DIR."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ):
-    """Negative log-likelihood in bits/dim, one forward pass per image (the paper's protocol).
+    """Negative log-likelihood in bits/dim, one forward pass per image (the paper's protocol) by default.
 
     Examples:
       dsmctl eval-nll runs/quickstart-1a2b3c4d5e6f
       dsmctl eval-nll run/model.safetensors --data data/imagenet64 --split validation --json
       dsmctl eval-nll run --psnr 30 --per-image logp.csv
+      dsmctl eval-nll run --estimator dequantized --draws 8
+      dsmctl eval-nll run --estimator pf-ode --probes 1 --rtol 1e-5 --n-images 200
+      dsmctl eval-nll run --denoising-curve --denoiser runs/den --plots figs/
     """
     from . import units
-    from .evaluation import eval_nll as run_eval
+    from .evaluation import ESTIMATORS, eval_nll as run_eval
 
     if t is not None and psnr is not None:
         raise UsageError("give --t or --psnr, not both")
@@ -146,32 +162,162 @@ def eval_nll(
         t = units.psnr_to_t(psnr)
     if anchor is not None and anchor not in ("paper", "gaussian"):
         raise UsageError(f"--anchor {anchor!r}: expected paper or gaussian")
+    if estimator not in ESTIMATORS:
+        raise UsageError(f"--estimator {estimator!r}: expected one of {', '.join(ESTIMATORS)}")
+    if draws < 1 or max_steps < 1 or (probes is not None and probes < 0) or rtol <= 0 or atol <= 0:
+        raise UsageError("--draws and --max-steps must be >= 1, --probes >= 0, --rtol and --atol > 0")
+    if t_min is not None and t_min <= 0:
+        raise UsageError(f"--t-min {t_min}: expected a positive noise variance")
+    ode = {"t_min": t_min, "rtol": rtol, "atol": atol, "max_steps": max_steps}
+    if probes is not None:
+        ode["probes"] = probes or None
+    den = None
+    if denoising_curve or denoiser:
+        try:
+            den = {"psnrs": [float(v) for v in psnr_grid.split(",") if v.strip()], "denoiser": denoiser}
+        except ValueError:
+            raise UsageError(f"--psnr-grid {psnr_grid!r}: expected comma-separated PSNRs in dB") from None
     res = run_eval(ckpt, data, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline, per_image,
-                   stored_constant)
+                   stored_constant, estimator=estimator, draws=draws, ode=ode, denoising=den, plots=plots,
+                   log=lambda text: err.print(text))
+    render_nll(res, ckpt)
+    if as_json:
+        emit_json(res)
+
+
+def render_nll(res, ckpt):
     n = res["nll"]
     err.print(f"NLL {n['bits_per_dim']:.4f} ± {n['bits_per_dim_stderr']:.4f} bits/dim  "
-              f"({n['nats_per_dim']:.4f} nats/dim, log p {n['log_p_db_per_dim']:.3f} dB/dim)  {ckpt}", style="bold")
+              f"({n['nats_per_dim']:.4f} nats/dim, log p {n['log_p_db_per_dim']:.3f} dB/dim)  [{res['estimator']}]  {ckpt}",
+              style="bold")
     err.print(f"  protocol: {res['protocol']}")
+    for bad in n.get("not_converged", [])[:10]:
+        err.print(f"  not converged: image {bad['index']} ({bad['reason']})", style="yellow")
+    if "one_shot" in res:
+        o = res["one_shot"]
+        err.print(f"  one-shot: {o['bits_per_dim']:.4f} ± {o['bits_per_dim_stderr']:.4f} bits/dim; "
+                  f"{res['estimator']} − one-shot = {n['bits_per_dim'] - o['bits_per_dim']:+.4f} bits/dim")
+    for name, sec in res["seconds"].items():
+        err.print(f"  time: {name} {sec:.1f} s")
     for key in ("baseline", "truth"):
         if key in res:
             b = res[key]
             label = b.get("name", "true density (closed form)")
             err.print(f"  {key}: {b['bits_per_dim']:.4f} bits/dim ({b['nats_per_dim']:.4f} nats/dim)  {label}; "
                       f"model − {key} = {n['bits_per_dim'] - b['bits_per_dim']:+.4f} bits/dim")
+    if "denoising" in res:
+        curves = res["denoising"]["curves"]
+        err.print("  denoising (output PSNR, dB): input " + "  ".join(f"{r['psnr_in']:6.1f}" for r in next(iter(curves.values()))))
+        for name, rows in curves.items():
+            err.print(f"    {name}: " + "  ".join(f"{r['psnr_out']:6.2f}" for r in rows))
+    for p in res.get("plots", []) + ([res["denoising"]["plot"]] if "plot" in res.get("denoising", {}) else []):
+        err.print(f"  plot: {p}")
+
+
+@app.command()
+def generalize(
+    recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML to train on each subset (omit with --models)."),
+    n: str = typer.Option("", "--n", help="Comma-separated subset sizes N, e.g. 10,100,1000."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the run dirs, tables and plots."),
+    set_: List[str] = typer.Option([], "--set", help="Override a recipe value (repeatable), e.g. --set train.steps=800."),
+    steps: Optional[int] = typer.Option(None, help="Training steps for every model (overrides train.steps)."),
+    split: str = typer.Option("first-last", help="first-last (first N vs last N) | random:SEED (disjoint random)."),
+    models: List[Path] = typer.Option([], "--models", help="Two existing checkpoints to compare instead of training "
+                                      "(give --models twice)."),
+    n_eval: int = typer.Option(500, help="Images evaluated per set (each subset and the test split)."),
+    threshold: float = typer.Option(1.0, "--memorization-threshold", help="dB/dim: a model memorizes when its own "
+                                    "training images' mean log p exceeds the test images' by more than this."),
+    batch_size: Optional[int] = typer.Option(None),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    plot: bool = typer.Option(True, help="Write scatter.png (Fig. 2) and summary.png into --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No training progress output."),
+):
+    """Train two models on disjoint subsets and compare their log-probabilities (paper Fig. 2).
+
+    Resumable: finished trainings in OUT are reused, unfinished ones resume.
+
+    Examples:
+      dsmctl generalize recipes/quickstart.yaml --n 10,100,1000 --steps 800 --out runs/gen
+      dsmctl generalize --models runs/gen/N100-a runs/gen/N100-b --out runs/gen-100
+    """
+    from .analysis import generalization as G
+    from .evaluation import pick_device
+
+    if models:
+        if len(models) != 2 or recipe is not None:
+            raise UsageError("--models takes exactly two checkpoints (give it twice) and no recipe")
+        res = G.run_pair(models[0], models[1], n_eval, threshold, batch_size or 256, pick_device(device), out, plot)
+    else:
+        from .recipe import load_recipe
+
+        if recipe is None or out is None or not n:
+            raise UsageError("generalize: give a RECIPE, --n N1,N2,... and --out DIR (or --models A --models B)")
+        try:
+            ns = [int(v) for v in n.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--n {n!r}: expected comma-separated integers, e.g. 10,100,1000") from None
+        overrides = list(set_) + ([f"train.steps={steps}"] if steps else [])
+        r = load_recipe(recipe, overrides)
+        if r.data.subset:
+            raise UsageError(f"{recipe}: data.subset is set ({r.data.subset}); generalize chooses the subsets itself")
+        G.subset_specs(1, split)  # validates --split
+        res = G.run(r, ns, out, split, n_eval, threshold, batch_size, pick_device(device), progress=not quiet,
+                    log=lambda text: err.print(text), plot=plot)
+    err.print(G.summary_text(res["rows"]))
+    if res.get("protocol"):
+        err.print(f"protocol: {res['protocol']}")
+    if res.get("out"):
+        err.print(f"wrote {res['out']}/generalization.json, generalization.txt, per_image.csv"
+                  + (", scatter.png, summary.png" if plot else ""))
     if as_json:
         emit_json(res)
 
 
 @app.command()
-def generalize():
-    """Train two models on disjoint subsets and compare their log-probabilities (paper Fig. 2)."""
-    raise UsageError("generalize is not available in this version")
+def dimension(
+    ckpt: Path = typer.Argument(..., help="Model file, checkpoint dir or run dir."),
+    t_grid: Optional[str] = typer.Option(None, help="LO:HI:N (log-spaced) or a comma list of t "
+                                         "(default: the trained range, 2 per decade)."),
+    draws: int = typer.Option(100, help="Noise draws K per image and t (the paper used 1000)."),
+    n_images: int = typer.Option(16, help="Profile the first N images of the evaluation split."),
+    data: Optional[str] = typer.Option(None, help="Evaluation source (default: the model's own)."),
+    split: Optional[str] = typer.Option(None, help="Split (default: the recipe's eval split)."),
+    images: Optional[str] = typer.Option(None, help="Positions (0..N-1) of the images to plot, e.g. 0,3,7 "
+                                         "(default: most to least probable)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Per-image rows to FILE (.csv or .jsonl)."),
+    plot: Optional[Path] = typer.Option(None, help="PNG of d_eff and E log p_t against t (Fig. 5)."),
+    batch_size: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None, help="Noise seed (noise is keyed by dataset index)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    as_json: bool = typer.Option(False, "--json", help="Print the dataset means as JSON on stdout."),
+):
+    """Local effective dimensionality d_eff(x, t) = E||x - D(x + sqrt(t) z, t)||^2 / t (paper Fig. 5).
 
+    Examples:
+      dsmctl dimension runs/quickstart --t-grid 1e-6:10:15 --draws 100 --out deff.csv --plot deff.png
+    """
+    from .analysis.dimension import parse_t_grid, run
 
-@app.command()
-def dimension():
-    """Local effective dimensionality d_eff(x, t) = E||x - D(x + sqrt(t) z, t)||^2 / t (paper Fig. 5)."""
-    raise UsageError("dimension is not available in this version")
+    if draws < 1 or n_images < 1:
+        raise UsageError("--draws and --n-images must be >= 1")
+    grid = parse_t_grid(t_grid) if t_grid else None
+    try:
+        pos = [int(v) for v in images.split(",") if v.strip()] if images else None
+    except ValueError:
+        raise UsageError(f"--images {images!r}: expected comma-separated positions, e.g. 0,3,7") from None
+    res = run(ckpt, grid, draws, n_images, data, split, batch_size, seed, device, out, plot, pos,
+              log=lambda text: err.print(text))
+    err.print(f"{'t':>10} {'PSNR':>7} {'d_eff':>9} {'log p_t':>9}   (dataset mean; d = {res['d']}, log p in dB/dim)")
+    for m in res["dataset_mean"]:
+        lp = f"{m['log_p_db_per_dim']:9.3f}" if "log_p_db_per_dim" in m else f"{'-':>9}"
+        err.print(f"{m['t']:10.3g} {m['psnr']:7.1f} {m['d_eff']:9.2f} {lp}")
+    err.print(f"protocol: {res['protocol']}")
+    for key in ("out", "plot"):
+        if key in res:
+            err.print(f"wrote {res[key]}")
+    if as_json:
+        emit_json(res)
 
 
 @app.command()

@@ -1,6 +1,11 @@
-"""eval-nll: load a model, pick the evaluation data, run the one-shot protocol, add baselines."""
+"""eval-nll: load a model, pick the evaluation data, run an NLL estimator, add baselines, curves and plots.
+
+Estimators: "one-shot" (the paper's protocol, default), "dequantized" (8-bit data: a bound comparable with
+dequantized baselines), "pf-ode" (probability-flow ODE from the same network's grad_y U).
+"""
 import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +14,9 @@ import torch
 from . import data as data_mod
 from . import units
 from .checkpoint import load_model
-from .likelihood import fit_anchor, one_shot_nll
+from .likelihood import fit_anchor, normalization_constant, one_shot_nll
+
+ESTIMATORS = ("one-shot", "dequantized", "pf-ode")
 
 
 def pick_device(device=None):
@@ -29,34 +36,83 @@ def open_eval_data(meta, source=None, split=None, n_images=None):
 
 
 def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_images=None, batch_size=None,
-             seed=None, device=None, baseline=True, per_image=None, stored_constant=False):
-    """Returns a JSON-ready dict: the model's NLL with its protocol, and baselines where available."""
+             seed=None, device=None, baseline=True, per_image=None, stored_constant=False, *, estimator="one-shot",
+             draws=4, ode=None, denoising=None, plots=None, log=None):
+    """Returns a JSON-ready dict: the model's NLL with its protocol, and baselines where available.
+
+    ode: {t_min, rtol, atol, probes (None = exact trace), max_steps}; denoising: {psnrs, denoiser (a
+    checkpoint or None)}; plots: a directory for PNGs; log: a callable for progress lines.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator {estimator!r}: expected one of {', '.join(ESTIMATORS)}")
+    log = log or (lambda *_: None)
     device = pick_device(device)
     model, meta = load_model(ckpt, device)
-    if meta["recipe"]["model"]["kind"] == "denoiser":
-        raise ValueError(f"{ckpt}: a denoiser (score-network) model has no energy, hence no NLL")
+    is_denoiser = meta["recipe"]["model"]["kind"] == "denoiser"
+    if is_denoiser and estimator != "pf-ode":
+        raise ValueError(f"{ckpt}: a denoiser (score-network) model has no energy, hence no {estimator} NLL; "
+                         "use --estimator pf-ode (it needs only grad_y)")
     ev = meta["recipe"]["eval"]
     t = ev["t"] if t is None else t
+    if estimator != "one-shot" and t:
+        raise ValueError(f"--estimator {estimator} evaluates clean data (t = 0); --t/--psnr go with one-shot only")
     t_max, anchor = t_max or ev["t_max"], anchor or ev["anchor"]
     n_images = n_images or ev["n_images"]
     batch_size, seed = batch_size or ev["batch_size"], ev["seed"] if seed is None else seed
     data, source, synthetic = open_eval_data(meta, source, split, n_images)
     if tuple(data.shape) != tuple(meta["shape"]):
         raise ValueError(f"{source}: examples of shape {tuple(data.shape)}, but the model was trained on {tuple(meta['shape'])}")
+    if estimator == "dequantized" and data.quantization_bits != 8:
+        raise ValueError(f"{data.name}: --estimator dequantized needs 8-bit image data, this split is continuous")
 
-    constant = None
-    norm = meta.get("normalization")
-    if stored_constant:
-        if not norm:
-            raise ValueError(f"{ckpt}: no stored normalization constant; drop --stored-constant")
-        constant, t_max, anchor = (norm["constant"], norm["stderr"]), norm["t_max"], norm["anchor"]
+    out = {"model": str(ckpt), "step": meta.get("step"), "weights": "raw", "estimator": estimator, "seconds": {}}
     kw = dict(t=t, t_max=t_max, batch_size=batch_size, seed=seed, device=device)
-    result, idx, nll = one_shot_nll(model, data, anchor=anchor, constant=constant, return_per_image=True, **kw)
-    out = {"model": str(ckpt), "step": meta.get("step"), "weights": "raw", "nll": result.to_dict(),
-           "protocol": protocol_text(result)}
+    constant = None
+    if not is_denoiser:
+        norm = meta.get("normalization")
+        if stored_constant:
+            if not norm:
+                raise ValueError(f"{ckpt}: no stored normalization constant; drop --stored-constant")
+            constant, kw["t_max"], anchor = (norm["constant"], norm["stderr"]), norm["t_max"], norm["anchor"]
+        else:
+            constant = normalization_constant(model, data, kw["t_max"], anchor, batch_size, seed, device)
+        t0 = time.time()
+        res1, idx, nll = one_shot_nll(model, data, anchor=anchor, constant=constant, return_per_image=True, **kw)
+        out["seconds"]["one-shot"] = time.time() - t0
+        out["one_shot"] = res1.to_dict()
+        chosen, extra = (res1, idx, nll), {}
+
+    if estimator == "dequantized":
+        from .analysis.dequantize import dequantized_nll
+
+        t0 = time.time()
+        chosen = dequantized_nll(model, data, draws, kw["t_max"], anchor, batch_size, seed, device, constant=constant,
+                                 return_per_image=True)
+        out["seconds"]["dequantized"] = time.time() - t0
+    elif estimator == "pf-ode":
+        from .pfode import anchor_prior, pf_ode_nll
+
+        o = dict(ode or {})
+        t_min = o.get("t_min") or meta["recipe"]["noise"]["t_min"]
+        probes = o["probes"] if "probes" in o else (None if data.d <= 64 else 1)
+        prior = anchor_prior(anchor, data)
+        res, idx, energy, nfe, status = pf_ode_nll(
+            model, data, prior, t_min, kw["t_max"], o.get("rtol", 1e-5), o.get("atol", 1e-5), probes, batch_size, seed,
+            device, max_steps=o.get("max_steps", 1000), prior_name=prior_text(anchor, kw["t_max"]),
+            progress=lambda k, n: log(f"[pf-ode] {k}/{n} images"))
+        out["seconds"]["pf-ode"] = res.seconds
+        chosen, extra = (res, idx, energy), {"nfe": nfe.tolist(), "status": status.tolist()}
+    result, idx, nll = chosen
+    out["nll"] = result.to_dict()
+    out["protocol"] = protocol_text(estimator, result)
+    if estimator == "one-shot":
+        out.pop("one_shot")
+
     if per_image:
-        write_per_image(per_image, idx, nll, data.d, result.quantization_bits)
+        write_per_image(per_image, idx, nll, data.d, data.quantization_bits if not t else None, extra)
         out["per_image"] = str(per_image)
+    if plots:
+        out["plots"] = draw_plots(plots, data, idx, nll, estimator, ckpt)
 
     truth = data_mod.true_density(source, synthetic)
     if truth is not None:
@@ -64,28 +120,100 @@ def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_i
     elif baseline and data.d <= 4096:
         train = data_mod.open_split(source, meta["recipe"]["data"]["train_split"], synthetic)
         gauss = fit_anchor(train)
-        out["baseline"] = {"name": f"Gaussian fitted to {train.name} ({len(train)} examples)",
-                           **one_shot_nll(gauss, data, constant=(0.0, 0.0), anchor="exact", **kw).to_dict()}
+        name = f"Gaussian fitted to {train.name} ({len(train)} examples)"
+        if estimator == "dequantized":
+            from .analysis.dequantize import dequantized_nll
+
+            b = dequantized_nll(gauss, data, draws, kw["t_max"], "exact", batch_size, seed, None, constant=(0.0, 0.0))
+        else:
+            b = one_shot_nll(gauss, data, constant=(0.0, 0.0), anchor="exact", **{**kw, "device": None})
+        out["baseline"] = {"name": name, **b.to_dict()}
+
+    if denoising is not None:
+        out["denoising"] = run_denoising(model, ckpt, data, denoising, batch_size, seed, device, plots,
+                                         "denoiser" if is_denoiser else "energy")
     return out
 
 
-def protocol_text(r):
+def run_denoising(model, ckpt, data, opts, batch_size, seed, device, plots=None, kind="energy"):
+    from .analysis.denoising import DEFAULT_PSNRS, denoising_curve
+
+    psnrs = opts.get("psnrs") or DEFAULT_PSNRS
+    curves = {f"{model_label(ckpt)} ({kind})": denoising_curve(model, data, psnrs, batch_size, seed, device)}
+    if opts.get("denoiser"):
+        den, dmeta = load_model(opts["denoiser"], device)
+        curves[f"{model_label(opts['denoiser'])} ({dmeta['recipe']['model']['kind']})"] = denoising_curve(den, data, psnrs, batch_size, seed, device)
+    res = {"curves": curves, "protocol": f"noise keyed by dataset index (seed {seed}), {len(data)} images of "
+           f"{data.name}; output PSNR per image, no clipping, mean over images"}
+    if plots:
+        from . import plots as P
+
+        res["plot"] = str(P.denoising_curves(curves, Path(plots) / "denoising.png", f"denoising, {data.name}"))
+    return res
+
+
+def draw_plots(directory, data, idx, nll, estimator, ckpt):
+    from . import plots as P
+
+    directory = Path(directory)
+    ok = torch.isfinite(nll)
+    log_p = units.log_p_db_per_dim(nll[ok].numpy(), data.d)
+    title = f"{model_label(ckpt)}: {estimator} log p, {data.name}"
+    hist = P.log_p_histogram(log_p, directory / "log_p_histogram.png", title)
+    # dataset index -> position in this view, to fetch the images themselves
+    where = {int(i): p for p, i in enumerate(data.index(np.arange(len(data))))}
+    pos = np.array([where[int(i)] for i in idx[ok].tolist()])
+    order = np.argsort(-log_p)
+    pick = order[np.unique(np.linspace(0, len(order) - 1, min(12, len(order))).round().astype(int))]
+    images = data.batch(pos[pick]).numpy()
+    strip = P.image_strip(images, log_p[pick], directory / "log_p_strip.png", title)
+    return [str(hist), str(strip)]
+
+
+def model_label(ckpt):
+    """A short name for a model path: the run directory's name rather than 'model.safetensors'."""
+    p = Path(str(ckpt))
+    return p.parent.name if p.name.endswith(".safetensors") and p.parent.name else p.name
+
+
+def prior_text(anchor, t_max):
+    return f"N(0, {t_max:g} I)" if anchor == "paper" else f"N(mean, Cov + {t_max:g} I) of the evaluation data"
+
+
+def protocol_text(estimator, r):
+    if estimator == "dequantized":
+        return (f"dequantized NLL (upper bound), {r.draws} uniform draws per image keyed by index (seed {r.seed}), "
+                f"{r.convention}; constant c={r.constant:.6g}±{r.constant_stderr:.2g} nats at t_max={r.t_max:g} "
+                f"({r.anchor} anchor), {r.n_images} images of {r.data} (fingerprint {r.data_fingerprint})")
+    if estimator == "pf-ode":
+        div = "exact trace" if r.divergence == "exact" else f"Hutchinson, {r.probes} Rademacher probe(s) per image (seed {r.seed})"
+        quant = f", +{r.quantization_bits} bits/dim for {r.quantization_bits}-bit data" if r.quantization_bits else ""
+        bad = f"; {r.n_images - r.n_converged} image(s) NOT converged, excluded" if r.n_converged < r.n_images else ""
+        return (f"PF-ODE NLL of log p_t_min(x), t_min={r.t_min:g} to t_max={r.t_max:g}, prior {r.prior}; divergence by "
+                f"{div}; Dormand-Prince 5(4) in log t, rtol={r.rtol:g} atol={r.atol:g}; {r.nfe_mean:.1f} function "
+                f"evaluations per image (max {r.nfe_max}); {r.n_converged}/{r.n_images} images of {r.data} "
+                f"(fingerprint {r.data_fingerprint}){quant}{bad}")
     quant = f"+{r.quantization_bits} bits/dim for {r.quantization_bits}-bit data" if r.quantization_bits else "continuous (no +8)"
     return (f"one-shot NLL at t={r.t:g} (PSNR {units.t_to_psnr(r.t):.1f} dB), constant c={r.constant:.6g}"
             f"±{r.constant_stderr:.2g} nats at t_max={r.t_max:g} ({r.anchor} anchor), {r.n_images} images of "
             f"{r.data} (fingerprint {r.data_fingerprint}), noise seed {r.seed}, {quant}")
 
 
-def write_per_image(path, idx, nll, d, qbits):
-    """CSV or JSONL (by suffix) keyed by dataset index: energy (nats), log p (dB/dim), bits/dim."""
+def write_per_image(path, idx, nll, d, qbits, extra=None):
+    """CSV or JSONL (by suffix) keyed by dataset index: energy (nats), log p (dB/dim), bits/dim (+ extra columns)."""
     path = Path(path)
-    rows = [{"index": int(i), "energy": float(u), "log_p_db_per_dim": units.log_p_db_per_dim(float(u), d),
-             "bits_per_dim": units.bits_per_dim(float(u), d, qbits)} for i, u in zip(idx.tolist(), nll.tolist())]
+    extra = extra or {}
+    rows = []
+    for k, (i, u) in enumerate(zip(idx.tolist(), nll.tolist())):
+        row = {"index": int(i), "energy": float(u), "log_p_db_per_dim": units.log_p_db_per_dim(float(u), d),
+               "bits_per_dim": units.bits_per_dim(float(u), d, qbits)}
+        row.update({name: values[k] for name, values in extra.items()})
+        rows.append(row)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
         if path.suffix == ".jsonl":
             for r in rows:
-                f.write(json.dumps(r) + "\n")
+                f.write(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}) + "\n")
         else:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()

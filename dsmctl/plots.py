@@ -1,0 +1,169 @@
+"""Every figure dsmctl draws, in one place (matplotlib, Agg backend, imported only when a plot is asked for).
+
+Each function takes plain arrays, writes one PNG atomically (temporary name, then rename) and returns its path.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+
+DPI = 150
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    _plt().close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _as_display(img):
+    """(C, H, W) in [0, 1] -> (H, W) or (H, W, 3) for imshow."""
+    img = np.clip(np.asarray(img, dtype=np.float64), 0, 1)
+    return img[0] if img.shape[0] == 1 else np.transpose(img[:3], (1, 2, 0))
+
+
+def log_p_histogram(log_p_db, path, title="", bins=40):
+    """Histogram of per-image log p (dB/dim), with mean and standard deviation marked."""
+    plt = _plt()
+    v = np.asarray(log_p_db, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.hist(v, bins=bins, color="#4c72b0", edgecolor="white", linewidth=0.5)
+    ax.axvline(v.mean(), color="k", lw=1)
+    ax.set_xlabel("log p(x)  [dB/dim]")
+    ax.set_ylabel("images")
+    ax.set_title(f"{title}\nmean {v.mean():.2f}, std {v.std():.2f}, range {v.min():.2f} … {v.max():.2f} dB/dim "
+                 f"({len(v)} images)", fontsize=9)
+    return _save(fig, path)
+
+
+def image_strip(images, values, path, title="", n=12, label="dB/dim"):
+    """Images ordered by decreasing `values` (e.g. log p), n of them evenly spaced in rank (paper Fig. 3)."""
+    plt = _plt()
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(-values)
+    pick = order[np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int))]
+    fig, axes = plt.subplots(1, len(pick), figsize=(1.1 * len(pick), 1.5), squeeze=False)
+    for ax, i in zip(axes[0], pick):
+        ax.imshow(_as_display(images[i]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{values[i]:.1f}", fontsize=7)
+        ax.axis("off")
+    fig.suptitle(f"{title}  (most → least probable; log p in {label})", fontsize=8, y=1.02)
+    return _save(fig, path)
+
+
+def denoising_curves(curves, path, title=""):
+    """curves: {name: [{psnr_in, psnr_out, psnr_out_stderr}, ...]} -> output vs input PSNR (Table 1)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    lo, hi = np.inf, -np.inf
+    for name, rows in curves.items():
+        pin = np.array([r["psnr_in"] for r in rows])
+        pout = np.array([r["psnr_out"] for r in rows])
+        ax.errorbar(pin, pout, yerr=[r["psnr_out_stderr"] or 0 for r in rows], marker="o", ms=3, label=name)
+        lo, hi = min(lo, pin.min(), pout.min()), max(hi, pin.max(), pout.max())
+    ax.plot([lo, hi], [lo, hi], "k:", lw=0.8, label="identity")
+    ax.set_xlabel("input PSNR [dB]")
+    ax.set_ylabel("output PSNR [dB]")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def generalization_scatter(panels, path, title=""):
+    """panels: [{"n": N, "a": log p of model A, "b": log p of model B, "kind": array of set names}] (Fig. 2)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4), squeeze=False)
+    colors = {"test": "#4c72b0", "subset A": "#dd8452", "subset B": "#55a868"}
+    for ax, p in zip(axes[0], panels):
+        a, b, kind = np.asarray(p["a"]), np.asarray(p["b"]), np.asarray(p["kind"])
+        for name in ("subset A", "subset B", "test"):
+            m = kind == name
+            if m.any():
+                ax.scatter(a[m], b[m], s=4, alpha=0.6, color=colors[name], label=name, rasterized=True)
+        lo, hi = np.nanmin(np.concatenate([a, b])), np.nanmax(np.concatenate([a, b]))
+        pad = 0.05 * (hi - lo) + 1e-3
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k:", lw=0.8)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal")
+        ax.set_title(f"N = {p['n']:,}" + (f"\n{p['note']}" if p.get("note") else ""), fontsize=9)
+        ax.set_xlabel("log p, model A [dB/dim]")
+    axes[0][0].set_ylabel("log p, model B [dB/dim]")
+    axes[0][-1].legend(fontsize=7, markerscale=3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def dimension_curves(t, d_eff, log_p_db, labels, path, d=None, mean_d_eff=None, mean_log_p=None, title=""):
+    """d_eff(x, t) and E_z log p_t against t for chosen images (rows of d_eff / log_p_db), plus the dataset mean."""
+    plt = _plt()
+    t = np.asarray(t)
+    ncols = 2 if log_p_db is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 3.8), squeeze=False)
+    ax = axes[0][0]
+    for row, lab in zip(d_eff, labels):
+        ax.plot(t, row, marker=".", ms=3, label=lab)
+    if mean_d_eff is not None:
+        ax.plot(t, mean_d_eff, "k--", lw=1.5, label="dataset mean")
+    if d:
+        ax.axhline(d, color="gray", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("t (noise variance)")
+    ax.set_ylabel("d_eff(x, t)")
+    ax.legend(fontsize=7)
+    if log_p_db is not None:
+        ax = axes[0][1]
+        for row, lab in zip(log_p_db, labels):
+            ax.plot(t, row, marker=".", ms=3, label=lab)
+        if mean_log_p is not None:
+            ax.plot(t, mean_log_p, "k--", lw=1.5, label="dataset mean")
+        ax.set_xscale("log")
+        ax.set_xlabel("t (noise variance)")
+        ax.set_ylabel("E_z log p_t(x + √t z)  [dB/dim]")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def generalization_summary(rows, path, title=""):
+    """Per N: RMS and mean |Δ log p| on the test set, and each model's train − test gap."""
+    plt = _plt()
+    n = np.array([r["n"] for r in rows])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax = axes[0]
+    ax.plot(n, [r["test"]["delta_rms"] for r in rows], "o-", label="RMS Δ log p (test)")
+    ax.plot(n, [r["test"]["delta_abs_mean"] for r in rows], "s--", label="mean |Δ log p| (test)")
+    ax.set_xscale("log")
+    ax.set_xlabel("N (training images per model)")
+    ax.set_ylabel("dB/dim")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(n, [r["gap_a"] for r in rows], "o-", label="model A: own train − test")
+    ax.plot(n, [r["gap_b"] for r in rows], "s-", label="model B: own train − test")
+    ax.axhline(rows[0]["memorization_threshold"], color="gray", ls=":", lw=1, label="memorization threshold")
+    ax.set_xscale("log")
+    ax.set_xlabel("N (training images per model)")
+    ax.set_ylabel("log p gap [dB/dim]")
+    ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
