@@ -197,6 +197,9 @@ def render_nll(res, ckpt):
         o = res["one_shot"]
         err.print(f"  one-shot: {o['bits_per_dim']:.4f} ± {o['bits_per_dim_stderr']:.4f} bits/dim; "
                   f"{res['estimator']} − one-shot = {n['bits_per_dim'] - o['bits_per_dim']:+.4f} bits/dim")
+    if "energy_at_t_min" in res:
+        e = res["energy_at_t_min"]
+        err.print(f"  energy at t_min={e['t']:g} (one-shot formula at the ODE's start): {e['bits_per_dim']:.4f} bits/dim")
     for name, sec in res["seconds"].items():
         err.print(f"  time: {name} {sec:.1f} s")
     for key in ("baseline", "truth"):
