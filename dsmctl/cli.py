@@ -230,6 +230,7 @@ def generalize(
     n_eval: int = typer.Option(500, help="Images evaluated per set (each subset and the test split)."),
     threshold: float = typer.Option(1.0, "--memorization-threshold", help="dB/dim: a model memorizes when its own "
                                     "training images' mean log p exceeds the test images' by more than this."),
+    t: Optional[float] = typer.Option(None, help="Noise variance of the evaluated images (default: recipe eval.t, 0)."),
     batch_size: Optional[int] = typer.Option(None),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     plot: bool = typer.Option(True, help="Write scatter.png (Fig. 2) and summary.png into --out."),
@@ -242,15 +243,18 @@ def generalize(
 
     Examples:
       dsmctl generalize recipes/quickstart.yaml --n 10,100,1000 --steps 800 --out runs/gen
-      dsmctl generalize --models runs/gen/N100-a runs/gen/N100-b --out runs/gen-100
+      dsmctl generalize --models runs/gen/N100-a --models runs/gen/N100-b --out runs/gen-100
     """
     from .analysis import generalization as G
     from .evaluation import pick_device
 
+    if t is not None and t < 0:
+        raise UsageError(f"--t {t}: expected a non-negative noise variance")
     if models:
         if len(models) != 2 or recipe is not None:
             raise UsageError("--models takes exactly two checkpoints (give it twice) and no recipe")
-        res = G.run_pair(models[0], models[1], n_eval, threshold, batch_size or 256, pick_device(device), out, plot)
+        res = G.run_pair(models[0], models[1], n_eval, threshold, batch_size or 256, pick_device(device), out, plot,
+                         t or 0.0)
     else:
         from .recipe import load_recipe
 
@@ -266,7 +270,7 @@ def generalize(
             raise UsageError(f"{recipe}: data.subset is set ({r.data.subset}); generalize chooses the subsets itself")
         G.subset_specs(1, split)  # validates --split
         res = G.run(r, ns, out, split, n_eval, threshold, batch_size, pick_device(device), progress=not quiet,
-                    log=lambda text: err.print(text), plot=plot)
+                    log=lambda text: err.print(text), plot=plot, t=t)
     err.print(G.summary_text(res["rows"]))
     if res.get("protocol"):
         err.print(f"protocol: {res['protocol']}")

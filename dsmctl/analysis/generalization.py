@@ -55,7 +55,7 @@ def train_side(recipe, spec, run_dir, progress=True, log=print):
     return model_file
 
 
-def model_log_p(model_file, sets, batch_size=256, seed=0, device=None):
+def model_log_p(model_file, sets, batch_size=256, seed=0, device=None, t=0.0):
     """{set name: (indices, log p in dB/dim)} for one model, normalized with its stored constant."""
     model, meta = load_model(model_file, device)
     norm = meta.get("normalization")
@@ -66,7 +66,7 @@ def model_log_p(model_file, sets, batch_size=256, seed=0, device=None):
         constant = normalization_constant(model, sets["test"], t_max, anchor, batch_size, seed, device)
     out = {}
     for name, data in sets.items():
-        _, idx, nll = one_shot_nll(model, data, 0.0, t_max, anchor, batch_size, seed, device, constant=constant,
+        _, idx, nll = one_shot_nll(model, data, t, t_max, anchor, batch_size, seed, device, constant=constant,
                                    return_per_image=True)
         out[name] = (idx.numpy(), units.log_p_db_per_dim(nll.numpy(), data.d))
     return out
@@ -81,11 +81,12 @@ def compare(a, b):
             "delta_rms": float(np.sqrt((delta ** 2).mean())), "correlation": corr}
 
 
-def evaluate_pair(model_a, model_b, sets, n, threshold=DEFAULT_THRESHOLD_DB, batch_size=256, seed=0, device=None):
+def evaluate_pair(model_a, model_b, sets, n, threshold=DEFAULT_THRESHOLD_DB, batch_size=256, seed=0, device=None,
+                  t=0.0):
     """One N: statistics per evaluation set, train − test gaps, memorization verdicts, per-image arrays."""
-    la = model_log_p(model_a, sets, batch_size, seed, device)
-    lb = model_log_p(model_b, sets, batch_size, seed, device)
-    row = {"n": int(n), "model_a": str(model_a), "model_b": str(model_b), "memorization_threshold": threshold}
+    la = model_log_p(model_a, sets, batch_size, seed, device, t)
+    lb = model_log_p(model_b, sets, batch_size, seed, device, t)
+    row = {"n": int(n), "model_a": str(model_a), "model_b": str(model_b), "memorization_threshold": threshold, "t": t}
     for name in sets:
         row[name.replace(" ", "_")] = compare(la[name][1], lb[name][1])
     row["gap_a"] = float(la["subset A"][1].mean() - la["test"][1].mean())
@@ -109,7 +110,7 @@ def eval_sets(source, train_split, test_split, specs, synthetic=None, n_eval=500
 
 
 def run(recipe, ns, out, split="first-last", n_eval=500, threshold=DEFAULT_THRESHOLD_DB, batch_size=None,
-        device=None, progress=True, log=print, plot=True):
+        device=None, progress=True, log=print, plot=True, t=None):
     """The whole protocol over a list of N; writes OUT/generalization.{json,txt}, per_image.csv, PNGs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,11 +122,12 @@ def run(recipe, ns, out, split="first-last", n_eval=500, threshold=DEFAULT_THRES
                          f"({n_train} training images in {d.source}:{d.train_split})")
     rows, per_image = [], []
     batch_size = batch_size or recipe.eval.batch_size
+    t = recipe.eval.t if t is None else t
     for n in sorted(ns):
         specs = subset_specs(n, split)
         files = [train_side(recipe, spec, out / f"N{n}-{side}", progress, log) for spec, side in zip(specs, "ab")]
         sets = eval_sets(d.source, d.train_split, d.eval_split, specs, d.synthetic, n_eval)
-        row, pi = evaluate_pair(*files, sets, n, threshold, batch_size, recipe.eval.seed, device)
+        row, pi = evaluate_pair(*files, sets, n, threshold, batch_size, recipe.eval.seed, device, t)
         row["subsets"] = list(specs)
         row["steps"] = recipe.train.steps
         rows.append(row)
@@ -133,13 +135,13 @@ def run(recipe, ns, out, split="first-last", n_eval=500, threshold=DEFAULT_THRES
         write_outputs(out, rows, per_image, plot)  # after every N: a partial report survives an interruption
         log(f"[generalize] N={n}: test RMS Δ {row['test']['delta_rms']:.3f} dB/dim, corr "
             f"{row['test']['correlation']:.4f}; gaps {row['gap_a']:+.2f} / {row['gap_b']:+.2f} dB/dim")
-    return {"rows": rows, "out": str(out), "protocol": protocol_text(recipe, split, n_eval, threshold)}
+    return {"rows": rows, "out": str(out), "protocol": protocol_text(recipe, split, n_eval, threshold, t)}
 
 
-def protocol_text(recipe, split, n_eval, threshold):
+def protocol_text(recipe, split, n_eval, threshold, t=0.0):
     return (f"subsets {split} of {recipe.data.source}:{recipe.data.train_split}, {recipe.train.steps} steps each "
             f"(recipe hash without subset {dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, subset=None)).hash()}); "
-            f"one-shot log p at t=0 with each model's stored constant ({recipe.eval.anchor} anchor, t_max "
+            f"one-shot log p at t={t:g} (noise keyed by index, same for both models) with each model's stored constant ({recipe.eval.anchor} anchor, t_max "
             f"{recipe.eval.t_max:g}); evaluated on up to {n_eval} images of each subset and of "
             f"{recipe.data.eval_split}; memorizes = own-train − test log p > {threshold:g} dB/dim")
 
@@ -185,7 +187,7 @@ def write_outputs(out, rows, per_image, plot=True):
 
 
 def run_pair(model_a, model_b, n_eval=500, threshold=DEFAULT_THRESHOLD_DB, batch_size=256, device=None, out=None,
-             plot=True):
+             plot=True, t=0.0):
     """Compare two existing checkpoints; their subsets and N come from their metadata."""
     ma, mb = read_meta(model_a), read_meta(model_b)
     specs = [m["data"].get("subset") for m in (ma, mb)]
@@ -194,7 +196,7 @@ def run_pair(model_a, model_b, n_eval=500, threshold=DEFAULT_THRESHOLD_DB, batch
     rec = ma["recipe"]["data"]
     n = min(m["data"]["n"] for m in (ma, mb))
     sets = eval_sets(rec["source"], rec["train_split"], rec["eval_split"], specs, rec.get("synthetic"), n_eval)
-    row, pi = evaluate_pair(model_a, model_b, sets, n, threshold, batch_size, ma["recipe"]["eval"]["seed"], device)
+    row, pi = evaluate_pair(model_a, model_b, sets, n, threshold, batch_size, ma["recipe"]["eval"]["seed"], device, t)
     row["subsets"] = specs
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
