@@ -116,15 +116,17 @@ def test_generalize_trains_once_and_reuses(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 2}}))
     out = tmp_path / "gen"
-    args = ["generalize", recipe, "--n", "5,10", "--out", out, "--n-eval", "10", "-q", "--json"]
+    args = ["generalize", recipe, "--n", "5", "--out", out, "--n-eval", "10", "-q", "--json"]
     r = invoke(*args)
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert [row["n"] for row in doc["rows"]] == [5, 10]
+    assert [row["n"] for row in doc["rows"]] == [5]
     row = doc["rows"][0]
     assert row["subsets"] == ["first:5", "last:5"] and row["subset_A"]["n_images"] == 5
-    assert row["test"]["n_images"] == 10 and isinstance(row["memorizes_a"], bool)
-    for name in ("N5-a", "N5-b", "N10-a", "N10-b"):
+    assert row["test"]["n_images"] == 10
+    # The two models were trained on different images: their log p differ image by image.
+    assert row["test"]["delta_rms"] > 0 and isinstance(row["memorizes_a"], bool)
+    for name in ("N5-a", "N5-b"):
         assert (out / name / "model.safetensors").is_file()
     for name in ("generalization.json", "generalization.txt", "per_image.csv", "scatter.png", "summary.png"):
         assert (out / name).is_file()
@@ -136,6 +138,6 @@ def test_generalize_trains_once_and_reuses(tmp_path):
     r = invoke("generalize", recipe, "--n", "5", "--out", out, "--steps", "3", "-q")
     assert r.exit_code != 0
     # Two existing checkpoints.
-    r = invoke("generalize", "--models", out / "N10-a", "--models", out / "N10-b", "--n-eval", "10", "--json")
+    r = invoke("generalize", "--models", out / "N5-a", "--models", out / "N5-b", "--n-eval", "10", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["rows"][0]["subsets"] == ["first:10", "last:10"]
+    assert json.loads(r.stdout)["rows"][0]["subsets"] == ["first:5", "last:5"]
