@@ -191,6 +191,8 @@ def render_nll(res, ckpt):
               f"({n['nats_per_dim']:.4f} nats/dim, log p {n['log_p_db_per_dim']:.3f} dB/dim)  [{res['estimator']}]  {ckpt}",
               style="bold")
     err.print(f"  protocol: {res['protocol']}")
+    if "warning" in res:
+        err.print(f"  warning: {res['warning']}", style="yellow")
     for bad in n.get("not_converged", [])[:10]:
         err.print(f"  not converged: image {bad['index']} ({bad['reason']})", style="yellow")
     if "one_shot" in res:
@@ -230,7 +232,8 @@ def generalize(
     n_eval: int = typer.Option(500, help="Images evaluated per set (each subset and the test split)."),
     threshold: float = typer.Option(1.0, "--memorization-threshold", help="dB/dim: a model memorizes when its own "
                                     "training images' mean log p exceeds the test images' by more than this."),
-    t: Optional[float] = typer.Option(None, help="Noise variance of the evaluated images (default: recipe eval.t, 0)."),
+    t: Optional[float] = typer.Option(None, help="Noise variance of the evaluated images (default: the recipe's "
+                                      "noise.t_min, the lowest trained level)."),
     batch_size: Optional[int] = typer.Option(None),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     plot: bool = typer.Option(True, help="Write scatter.png (Fig. 2) and summary.png into --out."),

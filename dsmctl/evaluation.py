@@ -110,6 +110,10 @@ def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_i
                 u[ok].mean().item() + constant[0], data.d, data.quantization_bits),
                 "note": "mean U(x, t_min) + c over the converged images: the one-shot formula at the ODE's start"}
     result, idx, nll = chosen
+    trained = meta["recipe"]["noise"]
+    if estimator != "pf-ode" and t < trained["t_min"]:
+        out["warning"] = (f"t={t:g} is below the trained noise range [{trained['t_min']:g}, {trained['t_max']:g}]: the "
+                          f"network extrapolates there ({meta['recipe']['model']['embedding']} embedding)")
     out["nll"] = result.to_dict()
     out["protocol"] = protocol_text(estimator, result)
     if estimator == "one-shot":

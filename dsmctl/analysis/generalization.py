@@ -1,8 +1,8 @@
 """Generalization test (paper Fig. 2): two models trained on disjoint subsets, compared image by image.
 
 For each N: model A is trained on subset A (first N training images by default), model B on subset B
-(last N), with the same recipe and number of steps. Both are evaluated (one-shot log p at t = 0, each
-with its own stored normalization constant) on subset A, subset B and the test split. Per evaluation
+(last N), with the same recipe and number of steps. Both are evaluated (one-shot log p at t = noise.t_min by
+default, each with its own stored normalization constant) on subset A, subset B and the test split. Per evaluation
 set we report Δ = log p_A − log p_B per image (dB/dim): mean, mean |Δ|, RMS, and the correlation.
 Memorization criterion (stated, and a flag): a model memorizes when the mean log p of its own training
 images exceeds that of the test images by more than `threshold` dB/dim (default 1 dB/dim, about
@@ -122,7 +122,9 @@ def run(recipe, ns, out, split="first-last", n_eval=500, threshold=DEFAULT_THRES
                          f"({n_train} training images in {d.source}:{d.train_split})")
     rows, per_image = [], []
     batch_size = batch_size or recipe.eval.batch_size
-    t = recipe.eval.t if t is None else t
+    # Default: the lowest trained noise level. Below it the network extrapolates (with the logt embedding, t = 0
+    # is read as 1e-12, six decades below a t_min of 1e-6), which blurs memorization; see docs/analyses.md.
+    t = recipe.noise.t_min if t is None else t
     for n in sorted(ns):
         specs = subset_specs(n, split)
         files = [train_side(recipe, spec, out / f"N{n}-{side}", progress, log) for spec, side in zip(specs, "ab")]
