@@ -185,7 +185,8 @@ def load(source, synthetic_spec=None, grayscale=False, size=None, holdout=0, lay
     else:
         path = Path(source)
         if not path.exists():
-            raise DataError(f"{source}: no such file or folder; expected demo, synthetic:NAME, a .npy/.npz file or an image folder")
+            raise DataError(f"{source}: no such file or folder; expected demo, synthetic:NAME, a .npy/.npz file, "
+                            "an image folder, or a directory written by `dsmctl prepare SOURCE --out DIR`")
         if path.is_file() and path.suffix in (".npy", ".npz"):
             loaded = arrays(path, layout)
         elif path.is_dir():
