@@ -39,6 +39,8 @@ def prepare(
     size: Optional[int] = typer.Option(None, help="Resize the short side to SIZE (box filter) and centre-crop."),
     holdout: float = typer.Option(0, help="Move the last N (or a fraction < 1) of a single-split source to 'test'."),
     layout: str = typer.Option("auto", help="Array layout of .npy/.npz images: auto | nchw | nhwc."),
+    param: List[str] = typer.Option([], "--param", help="Synthetic density parameter, e.g. --param d=64 "
+                                    "--param variances=[1,4] --param n_train=5000 (repeatable)."),
     verify: bool = typer.Option(False, "--verify", help="Recompute the fingerprint of an existing prepared SOURCE."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON on stdout."),
 ):
@@ -47,6 +49,7 @@ def prepare(
     Examples:
       dsmctl prepare demo --out data/demo
       dsmctl prepare synthetic:gsm1000 --out data/gsm1000
+      dsmctl prepare synthetic:gsm1000 --param d=100 --param variances=[1,4] --out data/gsm100
       dsmctl prepare images/ --size 64 --holdout 0.1 --out data/mine
       dsmctl prepare --verify data/demo
     """
@@ -64,7 +67,15 @@ def prepare(
     if layout not in ("auto", "nchw", "nhwc"):
         raise UsageError(f"--layout {layout!r}: expected auto, nchw or nhwc")
     holdout = int(holdout) if holdout >= 1 else holdout
-    manifest = data.prepare(source, out, grayscale=grayscale, size=size, holdout=holdout, layout=layout)
+    options = dict(grayscale=grayscale, size=size, holdout=holdout, layout=layout)
+    if param:
+        if not source.startswith("synthetic"):
+            raise UsageError(f"--param applies to synthetic sources, not {source!r}")
+        from .data.sources import synthetic_spec_of
+        from .recipe import parse_override
+
+        options["synthetic_spec"] = {**synthetic_spec_of(source), **dict(parse_override(p) for p in param)}
+    manifest = data.prepare(source, out, **options)
     for name, s in manifest["splits"].items():
         err.print(f"{out}:{name}: {s['n']} x {tuple(s['shape'])} {s['dtype']}  sha256 {s['sha256'][:16]}")
     err.print(f"fingerprint {manifest['fingerprint'][:16]}")

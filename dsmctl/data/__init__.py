@@ -43,7 +43,10 @@ def true_density(source, synthetic=None):
     """The closed-form density behind synthetic data, else None."""
     from ..densities import from_spec
 
-    spec = source_info(source, synthetic).get("density")
+    if str(source).startswith("synthetic"):
+        spec = sources.synthetic_spec_of(str(source), synthetic)
+    else:
+        spec = source_info(source, synthetic).get("density")
     if not spec:
         return None
     return from_spec({k: v for k, v in spec.items() if k not in ("n_train", "n_test", "seed")})

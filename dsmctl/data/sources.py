@@ -47,6 +47,14 @@ def synthetic(spec):
                                 "density": {**spec, "n_train": n_train, "n_test": n_test, "seed": seed}})
 
 
+def synthetic_spec_of(source, spec=None):
+    """The density spec of 'synthetic' (with an explicit spec) or 'synthetic:PRESET'."""
+    spec = spec or PRESETS.get(source.partition(":")[2] or "gsm1000")
+    if spec is None:
+        raise DataError(f"{source}: unknown synthetic preset; expected one of {', '.join('synthetic:' + k for k in PRESETS)}")
+    return spec
+
+
 def to_nchw(array, where, layout="auto"):
     """Put an image array in N x C x H x W; N x H x W gets one channel; N x D vectors pass through."""
     if array.ndim == 2:
@@ -178,10 +186,7 @@ def load(source, synthetic_spec=None, grayscale=False, size=None, holdout=0, lay
     if source == "demo":
         loaded = demo()
     elif source.startswith("synthetic"):
-        spec = synthetic_spec or PRESETS.get(source.partition(":")[2] or "gsm1000")
-        if spec is None:
-            raise DataError(f"{source}: unknown synthetic preset; expected one of {', '.join('synthetic:' + k for k in PRESETS)}")
-        loaded = synthetic(spec)
+        loaded = synthetic(synthetic_spec_of(source, synthetic_spec))
     else:
         path = Path(source)
         if not path.exists():
