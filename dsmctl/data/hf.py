@@ -7,6 +7,7 @@ array feature (`Array3D` H x W x C, `Array2D`, nested lists) of uint8 pixels.
 import io
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -75,8 +76,6 @@ def offline():
 def go_offline():
     """Set the offline flags, in the environment and in already imported modules."""
     os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
-    import sys
-
     if "huggingface_hub" in sys.modules:
         sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
     if "datasets" in sys.modules:
@@ -182,7 +181,9 @@ class HFReader:
                 src = io.BytesIO(item["bytes"]) if item.get("bytes") is not None else item["path"]
                 with Image.open(src) as im:
                     x = self.transform.pil(im, where)
-            except (UnidentifiedImageError, OSError, TypeError, ValueError) as e:
+            except UnidentifiedImageError:
+                raise DataError(f"{where}: not a decodable image (unknown image format)") from None
+            except (OSError, TypeError, ValueError) as e:
                 raise DataError(f"{where}: not a decodable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
             if self._first is None:
                 self._first = x.shape
@@ -239,6 +240,8 @@ def load(spec, transform=Transform(), splits=None, config=None, revision=None, i
     import datasets
 
     local = not is_hub_id(spec)
+    if not sys.stderr.isatty():
+        datasets.disable_progress_bars()  # tqdm's carriage returns would flood a log; we print our own lines
     loaded = _load_local(spec, splits) if local else _load_hub(spec, splits, config, revision)
     readers = {name: HFReader(ds, f"{spec}[{name}]", transform, image_column, label_column)
                for name, ds in loaded.items()}

@@ -128,7 +128,9 @@ class ImageFiles:
         try:
             with Image.open(f) as im:
                 return self.transform.pil(im, str(f))
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+        except UnidentifiedImageError:
+            raise DataError(f"{f}: not a readable image (unknown image format)") from None
+        except (OSError, ValueError) as e:
             raise DataError(f"{f}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
     def read(self, start, stop):
