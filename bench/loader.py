@@ -100,8 +100,8 @@ def main():
             for s in range(start, start + steps):
                 pos = np.sort(sampler.positions(s))
                 rows = data.array[pos]
-                mask = random_flips(0, s, B)
-                rows[mask] = rows[mask][..., ::-1]
+                sel = np.flatnonzero(random_flips(0, s, B))
+                rows[sel] = rows[sel, ..., ::-1]
 
         results = {}
         for name, fn in (("float32 batches, synchronous", sync), ("float32 batches, 1 prefetch thread", prefetched),

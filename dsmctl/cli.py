@@ -49,6 +49,8 @@ def prepare(
     revision: Optional[str] = typer.Option(None, help="Hugging Face dataset revision (branch, tag or commit)."),
     image_column: Optional[str] = typer.Option(None, help="Hugging Face image column (default: detected)."),
     label_column: Optional[str] = typer.Option(None, help="Hugging Face label column (default: detected)."),
+    variant: Optional[str] = typer.Option(None, help="Name the data set in the manifest, e.g. the Hub id a local "
+                                          "copy came from (sradc/imagenet_resized_64x64: its sizes are then checked)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing prepared directory made from another request."),
     verify: bool = typer.Option(False, "--verify", help="Recompute the fingerprint of an existing prepared SOURCE."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -92,7 +94,8 @@ def prepare(
         splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
         manifest = data.prepare(source, out, force=force, progress=progress, grayscale=grayscale, size=size, fit=fit,
                                 holdout=holdout, layout=layout, splits=splits, limit=limit, config=config,
-                                revision=revision, image_column=image_column, label_column=label_column)
+                                revision=revision, image_column=image_column, label_column=label_column,
+                                variant=variant)
     finally:
         progress.close()
     if manifest.get("reused"):

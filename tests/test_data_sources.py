@@ -181,3 +181,25 @@ def test_holdout_and_limit(tmp_path):
     data.prepare(str(tmp_path / "x.npy"), tmp_path / "out", holdout=3, limit=5)
     _, got = read_back(tmp_path / "out")
     assert_same(got, {"train": (x[:5], None), "test": (x[7:], None)})
+
+
+DEBIAN_FMNIST = "/usr/share/datasets/fashion-mnist"
+FMNIST_FINGERPRINT = "6dafc08f3dfc964ca5ba5ef7fcfbbfd3d03134b71828dd013014b606adcd6511"
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir(DEBIAN_FMNIST), reason="apt-get install dataset-fashion-mnist")
+def test_real_fashion_mnist_from_debian(tmp_path):
+    m = data.prepare(f"fashion-mnist:{DEBIAN_FMNIST}", tmp_path / "fm")
+    assert {k: (v["n"], v["shape"]) for k, v in m["splits"].items()} == {"train": (60000, [1, 28, 28]),
+                                                                         "test": (10000, [1, 28, 28])}
+    labels = np.asarray(load_split(tmp_path / "fm", "train").labels)
+    assert np.bincount(labels).tolist() == [6000] * 10
+    assert m["fingerprint"] == FMNIST_FINGERPRINT  # docs/data.md quotes it
+
+
+def test_local_copy_of_a_known_hub_variant_is_named(tmp_path):
+    fx.write_hf_parquet(tmp_path / "sradc", "array3d")
+    m = data.prepare(f"hf:{tmp_path / 'sradc'}", tmp_path / "out", variant="sradc/imagenet_resized_64x64")
+    assert m["variant"].startswith("imagenet64-hf-sradc")
+    assert any("1,281,167" in w for w in m["warnings"])  # a 5-row fake is not the documented train split
+    assert m["options"]["variant"] == "sradc/imagenet_resized_64x64"

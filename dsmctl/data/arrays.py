@@ -64,8 +64,8 @@ class ArrayData:
         rows = np.empty((len(idx), *self.array.shape[1:]), dtype=self.array.dtype)
         rows[order] = self.array[idx[order]]
         if flip is not None:
-            mask = np.asarray(flip.cpu() if isinstance(flip, torch.Tensor) else flip, dtype=bool)
-            rows[mask] = rows[mask][..., ::-1]
+            sel = np.flatnonzero(np.asarray(flip.cpu() if isinstance(flip, torch.Tensor) else flip, dtype=bool))
+            rows[sel] = rows[sel, ..., ::-1]
         if rows.dtype == np.uint8 and dtype in NUMPY_FLOAT and (device is None or torch.device(device).type == "cpu"):
             # On the CPU convert with numpy: one thread, no OpenMP start-up or contention, same IEEE result.
             f = rows.astype(NUMPY_FLOAT[dtype])

@@ -31,6 +31,13 @@ KNOWN = {
 }
 
 
+def size_warnings(name, readers):
+    """Warnings for splits whose size differs from the documented size of a known variant."""
+    expected = KNOWN.get(name, {}).get("splits", {})
+    return [f"{split} has {readers[split].n:,} rows; {name} is documented with {n:,}"
+            for split, n in expected.items() if split in readers and readers[split].n != n]
+
+
 def is_hub_id(spec):
     return bool(HUB_ID.match(spec)) and not Path(spec).exists()
 
@@ -246,7 +253,7 @@ def load(spec, transform=Transform(), splits=None, config=None, revision=None, i
     readers = {name: HFReader(ds, f"{spec}[{name}]", transform, image_column, label_column)
                for name, ds in loaded.items()}
     first = next(iter(readers.values()))
-    known = KNOWN.get(spec.rstrip("/").split("datasets/")[-1], {})
+    known = KNOWN.get(spec, {})
     info = {"source": str(Path(spec).resolve()) if local else spec, "kind": "hf-local" if local else "hf-hub",
             "variant": known.get("variant", f"hf:{Path(spec).name if local else spec}"),
             "hf": {"config": config, "revision": revision, "datasets_version": datasets.__version__,
@@ -254,9 +261,7 @@ def load(spec, transform=Transform(), splits=None, config=None, revision=None, i
                    "image_feature": repr(next(iter(loaded.values())).features[first.image_column])},
             "labels": f"as stored in column {first.label_column!r}" if first.label_column else "none",
             "warnings": []}
-    for split, n in known.get("splits", {}).items():
-        if split in readers and readers[split].n != n:
-            info["warnings"].append(f"{split} has {readers[split].n:,} rows; {spec} is documented with {n:,}")
+    info["warnings"] += size_warnings(spec, readers)
     if local:
         root = Path(spec)
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())

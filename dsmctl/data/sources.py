@@ -218,8 +218,13 @@ def _kind(source):
 
 
 def open_source(source, synthetic_spec=None, grayscale=False, size=None, fit="resize", holdout=0, layout="auto",
-                splits=None, limit=None, config=None, revision=None, image_column=None, label_column=None):
-    """(readers {split: reader}, info, request) for a source spec; nothing large is read yet."""
+                splits=None, limit=None, config=None, revision=None, image_column=None, label_column=None,
+                variant=None):
+    """(readers {split: reader}, info, request) for a source spec; nothing large is read yet.
+
+    variant: name the data set in the manifest; a known Hub id (hf.KNOWN) also brings its documented
+    description and split sizes, e.g. for a local copy of sradc/imagenet_resized_64x64.
+    """
     if fit not in ("resize", "crop", "pad"):
         raise DataError(f"--fit {fit!r}: expected resize, crop or pad")
     if size is not None and size <= 0:
@@ -254,10 +259,14 @@ def open_source(source, synthetic_spec=None, grayscale=False, size=None, fit="re
         if missing:
             raise DataError(f"{source}: no split {missing[0]!r}; it has {', '.join(readers)}")
         readers = {s: readers[s] for s in splits}
+    if variant:
+        info = {**info, "variant": hf.KNOWN.get(variant, {}).get("variant", variant),
+                "warnings": info.get("warnings", []) + hf.size_warnings(variant, readers)}
     readers = _holdout_and_limit(readers, holdout, limit, source)
     options = {"grayscale": grayscale, "size": size, "fit": fit if size else None, "holdout": holdout,
                "layout": layout, "splits": list(splits) if splits else None, "limit": limit, "config": config,
-               "revision": revision, "image_column": image_column, "label_column": label_column}
+               "revision": revision, "image_column": image_column, "label_column": label_column,
+               "variant": variant}
     info = {**info, "options": options, "transform": transform.describe()}
     request = {"source": info.get("source"), "kind": kind, "options": options, "signature": signature}
     return readers, info, request
