@@ -44,3 +44,9 @@ def test_fashion_mnist_recipe_fits_the_native_size(tmp_path):
     r = load_recipe(RECIPES / "fashion-mnist.yaml")
     assert r.data.source == "data/fashion-mnist" and r.data.eval_split == "test"
     build_model(r.model, (1, 28, 28))  # 28 is divisible by 2^len(widths): no resize or padding needed
+
+
+def test_unprepared_recipe_source_says_how_to_prepare(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(data.DataError, match="prepare it first.*dsmctl prepare SOURCE --out data/imagenet64"):
+        data.open_split("data/imagenet64", "train")

@@ -22,6 +22,10 @@ def prepare(source, out, force=False, progress=None, **options):
 
 @functools.lru_cache(maxsize=4)
 def _load_in_memory(source, synthetic_json):
+    if sources.hf.is_hub_id(source):
+        # A recipe's data.source like data/imagenet64 that was never prepared: say so, do not go to the Hub.
+        raise DataError(f"{source}: no prepared dataset here; prepare it first (dsmctl prepare SOURCE --out {source}, "
+                        f"see docs/data.md), or write hf:{source} to read the Hugging Face dataset {source} directly")
     spec = json.loads(synthetic_json) if synthetic_json else None
     return sources.load(source, synthetic_spec=spec)
 

@@ -83,7 +83,7 @@ class BatchFile:
         self.side, self.n = side, len(labels)
         self.src_shape = (3, side, side)
         self.shape, self.dtype, self.has_labels = transform.out_shape(self.src_shape), np.dtype(np.uint8), True
-        self._fh = None
+        self._fh, self._pos = None, None
 
     def _bad(self, what):
         return DataError(f"{self.path}: {what}; expected an image-net.org batch with `data` (N x 3*S*S uint8) and "
@@ -154,7 +154,10 @@ class BatchFile:
     def read(self, start, stop):
         rows = self._npz_rows(start, stop) if self.npz else self._load_pickle()["data"][start:stop]
         x = rows.reshape(-1, *self.src_shape)  # R plane, G plane, B plane: already C x H x W
-        return self.transform.batch(x, str(self.path)), self.labels[start:stop].copy()
+        x = self.transform.batch(np.array(x), str(self.path))
+        if not self.npz and stop == self.n:
+            BatchFile._cache.pop(str(self.path), None)  # read sequentially: this file is done
+        return x, self.labels[start:stop].copy()
 
     def close(self):
         if self._fh is not None:

@@ -92,7 +92,7 @@ def _open_partial(tmp, key, readers, progress):
         except (OSError, json.JSONDecodeError):
             state = {}
         same = state.get("request_sha256") == key and all(
-            state.get("splits", {}).get(k, {}).get("n") == r.n for k, r in readers.items())
+            state.get("splits", {}).get(k, {}).get("n") == r.n and _fits(tmp, k, r) for k, r in readers.items())
         if same:
             done = sum(s["done"] for s in state["splits"].values())
             if progress and done:
@@ -108,6 +108,18 @@ def _open_partial(tmp, key, readers, progress):
             np.lib.format.open_memmap(tmp / f"{name}_labels.npy", mode="w+", dtype=np.int64, shape=(reader.n,)).flush()
     _write_json(state_file, state)
     return state
+
+
+def _fits(tmp, name, reader):
+    """The partial arrays of a split exist with the expected shape and dtype."""
+    try:
+        x = np.load(tmp / f"{name}.npy", mmap_mode="r")
+        ok = x.shape == (reader.n, *reader.shape) and x.dtype == reader.dtype
+        if reader.has_labels:
+            ok = ok and np.load(tmp / f"{name}_labels.npy", mmap_mode="r").shape == (reader.n,)
+        return ok
+    except (OSError, ValueError):
+        return False
 
 
 def _fill(tmp, name, reader, state, progress):
