@@ -4,7 +4,6 @@ import pytest
 
 from dsmctl import data
 from dsmctl.data import subsets
-from dsmctl.data.arrays import ArrayData
 from dsmctl.data.cache import DataError
 
 import data_fixtures as fx
