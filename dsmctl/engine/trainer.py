@@ -89,20 +89,21 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     start_step = 0
     if acc.is_main_process:
         checkpoints.init_run_dir(run_dir, recipe, command)
+        data_mod.record_subset(run_dir, train_data)  # the chosen indices, for disjointness checks
     acc.wait_for_everyone()
     restored = checkpoints.find_resume(run_dir, resume)
     if restored is not None:
         start_step = checkpoints.load_training_state(restored, model, optimizer)
     model, optimizer = acc.prepare(model, optimizer)
     sampler = IndexSampler(len(train_data), B, recipe.train.seed)
-    meta_base = {"recipe": recipe.to_dict(), "shape": list(shape), "data": {
-        "source": str(recipe.data.source), "split": recipe.data.train_split, "subset": recipe.data.subset,
-        "fingerprint": train_data.fingerprint, "n": len(train_data), "hflip": recipe.data.hflip}}
+    meta_base = {"recipe": recipe.to_dict(), "shape": list(shape),
+                 "data": data_mod.training_data_info(recipe.data, train_data)}
 
     prog = Progress(recipe.train.steps, start_step, enabled=progress and acc.is_main_process)
     prog.log(f"[train] {run_dir}: {count_parameters(acc.unwrap_model(model)):,} parameters, "
              f"{len(train_data):,} training examples of shape {tuple(shape)}, global batch {B} "
-             f"({world} process{'es' if world > 1 else ''} x {b}), device {acc.device}, {recipe.train.precision}")
+             f"({world} process{'es' if world > 1 else ''} x {b}), device {acc.device}, {recipe.train.precision}, "
+             f"random horizontal flips {'on' if recipe.data.hflip else 'off'}")
     if restored is not None:
         prog.log(f"[train] resumed from {restored} at step {start_step} (model, optimizer; data order and noise "
                  f"follow the step)")
@@ -116,12 +117,10 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             pos = sampler.positions(step)[rank * b:(rank + 1) * b]
-            x = train_data.batch(pos, acc.device)
             t, z, flip = step_noise(step, recipe.train.seed, B, shape, recipe.noise, recipe.data.hflip, acc.device)
             t, z = t[rank * b:(rank + 1) * b], z[rank * b:(rank + 1) * b]
-            if flip is not None:
-                f = flip[rank * b:(rank + 1) * b]
-                x = torch.where(f[:, None, None, None], x.flip(-1), x)
+            # Flips are applied to the uint8 rows before the float conversion (data/arrays.py).
+            x = train_data.batch(pos, acc.device, flip=None if flip is None else flip[rank * b:(rank + 1) * b])
             with acc.autocast():
                 loss, terms = score_matching_loss(model, x, t, z, recipe.loss.mode, recipe.loss.time_weight)
             if not torch.isfinite(loss):
