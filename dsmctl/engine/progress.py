@@ -4,8 +4,19 @@ import time
 
 
 def fmt_metrics(m):
+    skipped = f"  skipped {m['skipped']}" if m.get("skipped") else ""
     return (f"step {m['step']}  loss {m['loss']:.4g} (space {m['space']:.4g}, time {m['time']:.4g})  "
-            f"lr {m['lr']:.3g}  {m['img_per_s']:.0f} img/s")
+            f"lr {m['lr']:.3g}  {m['img_per_s']:.0f} img/s{skipped}")
+
+
+def fmt_duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 class Progress:
@@ -34,7 +45,7 @@ class Progress:
         if now - self.last_print >= self.every_s or metrics["step"] >= self.total:
             self.last_print = now
             eta = metrics.get("eta_s")
-            eta = f"  eta {eta / 60:.1f} min" if eta is not None else ""
+            eta = f"  eta {fmt_duration(eta)}" if eta is not None else ""
             print(f"[train] {fmt_metrics(metrics)}{eta}", file=self.stream, flush=True)
 
     def log(self, text):
