@@ -108,10 +108,10 @@ def train(
 
     summary = run_training(r, run_dir, resume=resume, command=" ".join(["dsmctl"] + sys.argv[1:]), progress=not quiet)
     if "stopped" in summary:  # SIGTERM/SIGINT: checkpoint saved at a step boundary (docs/training.md)
-        if as_json:
+        if as_json and summary.get("rank", 0) == 0:
             emit_json(summary)
         raise typer.Exit(summary["stopped"]["exit_code"])
-    if "model" in summary:
+    if "model" in summary and summary.get("rank", 0) == 0:  # one report, whatever the number of processes
         err.print(f"[train] done: {summary['model']}")
         if as_json:
             emit_json(summary)

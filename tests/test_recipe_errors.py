@@ -1,4 +1,5 @@
 """Malformed recipes and overrides: each gives exit code 2 and one line on stderr naming the key."""
+import importlib.util
 import subprocess
 import sys
 import os
@@ -95,3 +96,15 @@ def test_real_cli_error_has_no_traceback(tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.strip() == f"error: {path}: optim.lr: expected a positive learning rate, got -1.0"
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")),
+                    reason="a TensorBoard writer is installed")
+def test_tensorboard_without_its_package_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["dsmctl", "train", str(ROOT / "recipes" / "quickstart.yaml"),
+                                      "--set", "train.tensorboard=true", "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    line = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in line and "needs the tensorboard package" in line
+    assert not (tmp_path / "run").exists()

@@ -179,8 +179,8 @@ def find_resume(run_dir, resume):
     if resume == "never":
         existing = candidates(run_dir)
         if existing:
-            raise CheckpointError(f"{run_dir}: already has checkpoints (newest {existing[0].name}); with --resume never "
-                                  f"use another --out, or resume with --resume auto")
+            raise CheckpointError(f"{run_dir}: already has checkpoints (newest {existing[0].name}); with --resume "
+                                  f"never use another --out, or resume with --resume auto")
         return None, []
     if resume == "auto":
         warnings = []
@@ -217,7 +217,8 @@ def load_checkpoint(ckpt):
             state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as e:  # includes pickle.UnpicklingError for anything but plain tensors and numbers
         text = str(e)
-        why = next((line.strip() for line in text.splitlines() if "Unsupported" in line), text.splitlines()[0] if text else "")
+        lines = text.splitlines() or [""]
+        why = next((line.strip() for line in lines if "Unsupported" in line), lines[0])
         raise CheckpointError(f"{ckpt / STATE_FILE}: refused: not plain tensors and numbers, or damaged; "
                               f"nothing in it was run ({why[:160]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "optimizer" not in state:

@@ -39,23 +39,21 @@ class Verdict:
 
 
 def check(acc, loss, terms, t, stop_requested):
-    """Gather every process's status for this step; a collective, call it on every rank every step."""
-    bad = ~torch.isfinite(terms["space"]) | ~torch.isfinite(terms["time"])
-    row = torch.zeros(11, dtype=torch.float64)
-    row[SPACE] = float(not torch.isfinite(terms["space"]).all())
-    row[TIME] = float(not torch.isfinite(terms["time"]).all())
-    row[LOSS] = float(not torch.isfinite(loss.detach()).all())
-    bad_t = t.detach()[bad].double().cpu()
-    row[T_LO] = bad_t.min().item() if len(bad_t) else math.inf
-    row[T_HI] = bad_t.max().item() if len(bad_t) else -math.inf
-    row[N_BAD] = float(bad.sum().item())
-    row[STOP] = float(bool(stop_requested))
-    n = len(t)
-    row[LOSS_SUM], row[N] = loss.detach().double().item() * n, n
-    row[SPACE_SUM] = terms["space"].double().sum().item()
-    row[TIME_SUM] = terms["time"].double().sum().item()
+    """Gather every process's status for this step; a collective, call it on every rank every step.
+
+    The row is built on the device and crosses to the host once, after the gather."""
+    space_ok, time_ok = torch.isfinite(terms["space"]), torch.isfinite(terms["time"])
+    bad = ~(space_ok & time_ok)
+    t = t.detach().double()
+    inf = torch.full_like(t, math.inf)
+    n = torch.tensor(float(len(t)), dtype=torch.float64, device=t.device)
+    row = torch.stack([
+        (~space_ok).any().double(), (~time_ok).any().double(), (~torch.isfinite(loss.detach())).any().double(),
+        torch.where(bad, t, inf).min(), torch.where(bad, t, -inf).max(), bad.sum().double(),
+        torch.tensor(float(bool(stop_requested)), dtype=torch.float64, device=t.device),
+        loss.detach().double() * n, terms["space"].double().sum(), terms["time"].double().sum(), n])
     if acc is None or acc.num_processes == 1:
-        return Verdict(row[None])
+        return Verdict(row[None].cpu())
     from accelerate.utils import gather
 
     return Verdict(gather(row[None].to(acc.device)).cpu())

@@ -205,6 +205,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
                 x, t, z = local_batch(train_data, sampler, step, recipe, rank, b, acc.device)
                 res = train_step(acc, model, optimizer, x, t, z, recipe, tied, ema, stop.requested)
                 done = step + 1
+                prog.tick(done)
                 if res.skipped:
                     prog.log(skips.skip(done, res.skipped, last_ckpt))  # raises past train.max_nonfinite
                     record({"step": done, "event": "skipped", "reason": res.skipped, "skipped": skips.skipped})
@@ -215,15 +216,14 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
                 if done % recipe.train.log_every == 0 or done == steps:
                     now = time.time()
                     rate = (done - last_step) * B / max(now - last_t, 1e-9)
-                    n = max(sums.get("n", 0), 1)
-                    m = {"step": done, **{k: sums.get(k, float("nan")) / n for k in ("loss", "space", "time", "grad_norm")},
-                         "lr": lr, "img_per_s": rate, "elapsed_s": now - t0,
+                    m = {"step": done, **window_means(sums), "lr": lr, "img_per_s": rate, "elapsed_s": now - t0,
                          "eta_s": (steps - done) * B / max(rate, 1e-9), "skipped": skips.skipped}
                     record(m)
                     prog.update(m)
                     last_t, last_step, sums = now, done, {}
                 if res.stop or (done % recipe.train.ckpt_every == 0 and done < steps):
-                    last_ckpt = resume_mod.save(acc, run_dir, done, model, optimizer, ema, skips.skipped, sums, recipe, meta)
+                    last_ckpt = resume_mod.save(acc, run_dir, done, model, optimizer, ema, skips.skipped, sums,
+                                                recipe, meta)
                 if res.stop:
                     stopped = {"signal": stop.name or "signal on another process", "step": done,
                                "exit_code": stop.exit_code, "checkpoint": str(last_ckpt)}
@@ -237,8 +237,8 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
             if recipe.train.tensorboard:
                 acc.end_training()
 
-    summary = {"run_dir": str(run_dir), "steps": done, "world_size": world, "skipped_steps": skips.skipped,
-               "train_seconds": time.time() - t0}
+    summary = {"run_dir": str(run_dir), "steps": done, "world_size": world, "rank": rank,
+               "skipped_steps": skips.skipped, "train_seconds": time.time() - t0}
     if stopped:
         return {**summary, "stopped": stopped}
     if done != start_step or not (run_dir / "checkpoints" / f"step-{done:07d}").is_dir():
@@ -248,6 +248,12 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     if acc.is_main_process:
         checkpoints.write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def window_means(sums):
+    """Means of the logged quantities over the non-skipped steps of a log window (None if all were skipped)."""
+    n = sums.get("n", 0)
+    return {k: sums[k] / n if n else None for k in ("loss", "space", "time", "grad_norm")}
 
 
 def export(acc, model, ema, recipe, meta, run_dir, step, shape, prog):
