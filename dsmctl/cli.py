@@ -77,7 +77,8 @@ def train(
     recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)."),
     set_: List[str] = typer.Option([], "--set", help="Override a recipe value: --set optim.lr=1e-4 (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/RECIPE-HASH)."),
-    resume: str = typer.Option("auto", help="auto (latest checkpoint in the run dir, else fresh) | never | PATH."),
+    resume: str = typer.Option("auto", help="auto (newest complete checkpoint of the run dir, else fresh) | never | "
+                                            "PATH (a checkpoint directory, verified, no fallback)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter count, then exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -88,6 +89,10 @@ def train(
       dsmctl train recipes/quickstart.yaml
       dsmctl train recipes/gsm1000.yaml --set loss.mode=single --out runs/gsm-single
       accelerate launch -m dsmctl train recipes/imagenet64.yaml
+      torchrun --standalone --nproc_per_node 8 -m dsmctl train recipes/imagenet64.yaml --out runs/in64
+
+    Exit codes: 0 done, 2 bad input, 3 too many non-finite steps, 130/143 stopped by SIGINT/SIGTERM
+    after saving a checkpoint (continue with --resume auto). See docs/training.md.
     """
     from .recipe import load_recipe
 

@@ -1,8 +1,8 @@
 """Malformed recipes and overrides: each gives exit code 2 and one line on stderr naming the key."""
 import importlib.util
+import os
 import subprocess
 import sys
-import os
 from pathlib import Path
 
 import pytest

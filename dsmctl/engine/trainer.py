@@ -192,7 +192,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
             metrics_file.write(json.dumps(m) + "\n")
             metrics_file.flush()
         if recipe.train.tensorboard and "loss" in m:
-            acc.log({k: v for k, v in m.items() if k != "step"}, step=m["step"])
+            acc.log({k: v for k, v in m.items() if k != "step" and v is not None}, step=m["step"])
 
     t0, last_t, last_step = time.time(), time.time(), start_step
     sums, done, last_ckpt, stopped = dict(state.get("window", {})), start_step, ckpt, None
