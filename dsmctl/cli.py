@@ -128,7 +128,8 @@ def train(
     recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)."),
     set_: List[str] = typer.Option([], "--set", help="Override a recipe value: --set optim.lr=1e-4 (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/RECIPE-HASH)."),
-    resume: str = typer.Option("auto", help="auto (latest checkpoint in the run dir, else fresh) | never | PATH."),
+    resume: str = typer.Option("auto", help="auto (newest complete checkpoint of the run dir, else fresh) | never | "
+                                            "PATH (a checkpoint directory, verified, no fallback)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter count, then exit."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -139,6 +140,10 @@ def train(
       dsmctl train recipes/quickstart.yaml
       dsmctl train recipes/gsm1000.yaml --set loss.mode=single --out runs/gsm-single
       accelerate launch -m dsmctl train recipes/imagenet64.yaml
+      torchrun --standalone --nproc_per_node 8 -m dsmctl train recipes/imagenet64.yaml --out runs/in64
+
+    Exit codes: 0 done, 2 bad input, 3 too many non-finite steps, 130/143 stopped by SIGINT/SIGTERM
+    after saving a checkpoint (continue with --resume auto). See docs/training.md.
     """
     from .recipe import load_recipe
 
@@ -150,14 +155,19 @@ def train(
         info = describe(r)
         err.print(r.to_yaml().rstrip())
         err.print(f"# recipe hash {r.hash()}; {info['parameters']:,} parameters; examples of shape {tuple(info['shape'])}; "
-                  f"~{info['memory_gib']:.2f} GiB estimated training memory per process at batch {r.train.batch_size}")
+                  f"global batch {r.train.batch_size} = {info['world_size']} process(es) x {info['batch_per_process']}; "
+                  f"~{info['memory_gib']:.2f} GiB estimated training memory per process; run dir {run_dir}")
         if as_json:
             emit_json({"recipe": r.to_dict(), "hash": r.hash(), **info, "run_dir": str(run_dir)})
         return
     from .engine.trainer import train as run_training
 
     summary = run_training(r, run_dir, resume=resume, command=" ".join(["dsmctl"] + sys.argv[1:]), progress=not quiet)
-    if "model" in summary:
+    if "stopped" in summary:  # SIGTERM/SIGINT: checkpoint saved at a step boundary (docs/training.md)
+        if as_json and summary.get("rank", 0) == 0:
+            emit_json(summary)
+        raise typer.Exit(summary["stopped"]["exit_code"])
+    if "model" in summary and summary.get("rank", 0) == 0:  # one report, whatever the number of processes
         err.print(f"[train] done: {summary['model']}")
         if as_json:
             emit_json(summary)
@@ -176,6 +186,7 @@ def eval_nll(
     batch_size: Optional[int] = typer.Option(None),
     seed: Optional[int] = typer.Option(None, help="Noise seed (noise is keyed by dataset index)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    weights: str = typer.Option("auto", help="auto (EMA weights when the run has them) | ema | raw."),
     stored_constant: bool = typer.Option(False, help="Reuse the constant stored at the end of training."),
     baseline: bool = typer.Option(True, help="Also report a Gaussian fitted to the training split."),
     per_image: Optional[Path] = typer.Option(None, help="Write per-image energies to FILE (.csv or .jsonl)."),
@@ -198,7 +209,7 @@ def eval_nll(
     if anchor is not None and anchor not in ("paper", "gaussian"):
         raise UsageError(f"--anchor {anchor!r}: expected paper or gaussian")
     res = run_eval(ckpt, data, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline, per_image,
-                   stored_constant)
+                   stored_constant, weights)
     n = res["nll"]
     err.print(f"NLL {n['bits_per_dim']:.4f} ± {n['bits_per_dim_stderr']:.4f} bits/dim  "
               f"({n['nats_per_dim']:.4f} nats/dim, log p {n['log_p_db_per_dim']:.3f} dB/dim)  {ckpt}", style="bold")
@@ -242,7 +253,7 @@ def main():
         app()
     except (UsageError, RecipeError, DataError, CheckpointError, ShapeError, TrainError, ValueError) as e:
         err.print(f"error: {e}", markup=False, style="red", soft_wrap=True)
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -29,10 +29,19 @@ def open_eval_data(meta, source=None, split=None, n_images=None):
 
 
 def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_images=None, batch_size=None,
-             seed=None, device=None, baseline=True, per_image=None, stored_constant=False):
+             seed=None, device=None, baseline=True, per_image=None, stored_constant=False, weights="auto"):
     """Returns a JSON-ready dict: the model's NLL with its protocol, and baselines where available."""
+    from .engine.precision import exact_fp32
+
+    with exact_fp32():  # no TF32 in evaluation, whatever the process-wide setting
+        return _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline,
+                         per_image, stored_constant, weights)
+
+
+def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline, per_image,
+              stored_constant, weights):
     device = pick_device(device)
-    model, meta = load_model(ckpt, device)
+    model, meta = load_model(ckpt, device, weights)
     if meta["recipe"]["model"]["kind"] == "denoiser":
         raise ValueError(f"{ckpt}: a denoiser (score-network) model has no energy, hence no NLL")
     ev = meta["recipe"]["eval"]
@@ -52,8 +61,11 @@ def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_i
         constant, t_max, anchor = (norm["constant"], norm["stderr"]), norm["t_max"], norm["anchor"]
     kw = dict(t=t, t_max=t_max, batch_size=batch_size, seed=seed, device=device)
     result, idx, nll = one_shot_nll(model, data, anchor=anchor, constant=constant, return_per_image=True, **kw)
-    out = {"model": str(ckpt), "step": meta.get("step"), "weights": "raw", "nll": result.to_dict(),
-           "protocol": protocol_text(result)}
+    used = meta.get("weights", "raw")
+    ema = meta.get("ema") or {}
+    used_text = f"ema (decay {ema.get('decay')}, {ema.get('updates')} updates)" if used == "ema" else used
+    out = {"model": str(ckpt), "step": meta.get("step"), "weights": used, "nll": result.to_dict(),
+           "protocol": f"{protocol_text(result)}, {used_text} weights"}
     if per_image:
         write_per_image(per_image, idx, nll, data.d, result.quantization_bits)
         out["per_image"] = str(per_image)
