@@ -13,7 +13,10 @@ from safetensors.torch import load_file, safe_open, save_file
 from .nn.build import build_model
 from .recipe import RecipeError, recipe_from_dict
 
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = "model.safetensors"  # exported model (EMA weights when EMA is on); raw weights in a checkpoint
+EMA_FILE = "ema.safetensors"  # EMA weights inside a training checkpoint
+RAW_FILE = "model-raw.safetensors"  # raw weights next to an exported EMA model
+WEIGHTS = ("auto", "ema", "raw")
 
 
 class CheckpointError(ValueError):
@@ -22,8 +25,13 @@ class CheckpointError(ValueError):
 
 def save_model(path, model, meta):
     """Write weights + JSON metadata atomically (temporary name, fsync, rename)."""
+    save_state(path, model.state_dict(), meta)
+
+
+def save_state(path, state, meta):
+    """Like save_model, from a state dict."""
     path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_file(tensors, str(tmp), metadata={"dsmctl": json.dumps(meta)})
     with open(tmp, "rb") as f:
@@ -31,20 +39,29 @@ def save_model(path, model, meta):
     os.replace(tmp, path)
 
 
-def resolve_model_path(path):
-    """A model file, a checkpoint directory, or a run directory (its exported or latest model)."""
+def resolve_model_path(path, weights="auto"):
+    """A model file, a checkpoint directory, or a run directory (its exported or latest model).
+
+    weights: "auto" takes the EMA weights where a directory has them (a run directory's exported
+    model.safetensors already holds them when EMA was on), "ema" insists on them, "raw" avoids them.
+    """
+    if weights not in WEIGHTS:
+        raise CheckpointError(f"--weights {weights!r}: expected one of {', '.join(WEIGHTS)}")
     path = Path(path)
     if path.is_file():
         return path
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or directory")
-    for candidate in (path / MODEL_FILE, path / "checkpoints" / "latest"):
-        if candidate.is_file() and candidate.name == MODEL_FILE:
-            return candidate
-        if candidate.is_file() and candidate.name == "latest":
-            target = path / "checkpoints" / candidate.read_text().strip() / MODEL_FILE
-            if target.is_file():
-                return target
+    latest = path / "checkpoints" / "latest"
+    if (path / MODEL_FILE).is_file() and (path / "checkpoints").is_dir():  # a finished run directory
+        names = {"auto": [MODEL_FILE], "ema": [MODEL_FILE], "raw": [RAW_FILE, MODEL_FILE]}[weights]
+    elif latest.is_file():  # a run directory still training: its latest checkpoint
+        return resolve_model_path(path / "checkpoints" / latest.read_text().strip(), weights)
+    else:  # a checkpoint directory, or a directory holding a model file
+        names = {"auto": [EMA_FILE, MODEL_FILE], "ema": [EMA_FILE, MODEL_FILE], "raw": [MODEL_FILE]}[weights]
+    for name in names:
+        if (path / name).is_file():
+            return path / name
     raise CheckpointError(f"{path}: no {MODEL_FILE} in it (expected a model file, a checkpoint or a run directory)")
 
 
@@ -63,10 +80,13 @@ def read_meta(path):
         raise CheckpointError(f"{path}: corrupt dsmctl metadata") from None
 
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", weights="auto"):
     """(model in eval mode, metadata); refuses anything that is not a dsmctl safetensors file."""
-    path = resolve_model_path(path)
+    path = resolve_model_path(path, weights)
     meta = read_meta(path)
+    have = meta.get("weights", "raw")
+    if weights != "auto" and have != weights:
+        raise CheckpointError(f"{path}: holds {have} weights, not {weights} (was EMA on in this run?)")
     try:
         recipe = recipe_from_dict(meta["recipe"])
         model = build_model(recipe.model, meta["shape"])

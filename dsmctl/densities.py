@@ -169,7 +169,15 @@ def gsm(d, variances=(1.0, 16.0), weights=None):
 def from_spec(spec):
     """Build a density from a recipe/manifest dict, e.g. {kind: gsm, d: 1000, variances: [1, 16]}."""
     spec = dict(spec)
-    kind = spec.pop("kind")
+    kind = spec.pop("kind", None)
+    allowed = {"gsm": {"d", "variances", "weights"}, "gaussian": {"d", "variance", "spectrum", "basis_seed"}}
+    if kind not in allowed:
+        raise ValueError(f"unknown synthetic density kind {kind!r}; expected gsm or gaussian")
+    unknown = set(spec) - allowed[kind]
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)} for kind {kind}; expected {sorted(allowed[kind])}")
+    if "d" not in spec:
+        raise ValueError(f"kind {kind} needs the dimension d")
     if kind == "gsm":
         return gsm(int(spec["d"]), tuple(spec.get("variances", (1.0, 16.0))), spec.get("weights"))
     if kind == "gaussian":
@@ -181,4 +189,3 @@ def from_spec(spec):
             vals = sp["scale"] * torch.arange(1, d + 1, dtype=torch.float64) ** -float(sp["exponent"])
             return Gaussian((d,), eigvecs=q, eigvals=vals, floor=0.0)
         return Gaussian.isotropic((d,), float(spec.get("variance", 1.0)))
-    raise ValueError(f"unknown synthetic density kind '{kind}'; expected gsm or gaussian")

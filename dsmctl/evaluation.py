@@ -36,18 +36,27 @@ def open_eval_data(meta, source=None, split=None, n_images=None):
 
 
 def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_images=None, batch_size=None,
-             seed=None, device=None, baseline=True, per_image=None, stored_constant=False, *, estimator="one-shot",
-             draws=4, ode=None, denoising=None, plots=None, log=None):
+             seed=None, device=None, baseline=True, per_image=None, stored_constant=False, weights="auto", *,
+             estimator="one-shot", draws=4, ode=None, denoising=None, plots=None, log=None):
     """Returns a JSON-ready dict: the model's NLL with its protocol, and baselines where available.
 
     ode: {t_min, rtol, atol, probes (None = exact trace), max_steps}; denoising: {psnrs, denoiser (a
     checkpoint or None)}; plots: a directory for PNGs; log: a callable for progress lines.
     """
+    from .engine.precision import exact_fp32
+
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator {estimator!r}: expected one of {', '.join(ESTIMATORS)}")
+    with exact_fp32():  # no TF32 in evaluation, whatever the process-wide setting
+        return _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline,
+                         per_image, stored_constant, weights, estimator, draws, ode, denoising, plots, log)
+
+
+def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline, per_image,
+              stored_constant, weights, estimator, draws, ode, denoising, plots, log):
     log = log or (lambda *_: None)
     device = pick_device(device)
-    model, meta = load_model(ckpt, device)
+    model, meta = load_model(ckpt, device, weights)
     is_denoiser = meta["recipe"]["model"]["kind"] == "denoiser"
     if is_denoiser and estimator != "pf-ode":
         raise ValueError(f"{ckpt}: a denoiser (score-network) model has no energy, hence no {estimator} NLL; "
@@ -65,7 +74,7 @@ def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_i
     if estimator == "dequantized" and data.quantization_bits != 8:
         raise ValueError(f"{data.name}: --estimator dequantized needs 8-bit image data, this split is continuous")
 
-    out = {"model": str(ckpt), "step": meta.get("step"), "weights": "raw", "estimator": estimator, "seconds": {}}
+    out = {"model": str(ckpt), "step": meta.get("step"), "estimator": estimator, "seconds": {}}
     kw = dict(t=t, t_max=t_max, batch_size=batch_size, seed=seed, device=device)
     constant = None
     if not is_denoiser:
@@ -117,7 +126,11 @@ def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_i
         out["warning"] = (f"t={t:g} is below the trained noise range [{trained['t_min']:g}, {trained['t_max']:g}]: the "
                           "network extrapolates there (log t embedding); compare --estimator pf-ode, which reports the energy at t_min")
     out["nll"] = result.to_dict()
-    out["protocol"] = protocol_text(estimator, result)
+    used = meta.get("weights", "raw")
+    ema = meta.get("ema") or {}
+    used_text = f"ema (decay {ema.get('decay')}, {ema.get('updates')} updates)" if used == "ema" else used
+    out["weights"] = used
+    out["protocol"] = f"{protocol_text(estimator, result)}, {used_text} weights"
     if estimator == "one-shot":
         out.pop("one_shot")
 
@@ -160,7 +173,7 @@ def run_denoising(model, ckpt, data, opts, batch_size, seed, device, plots=None,
     psnrs = opts.get("psnrs") or DEFAULT_PSNRS
     curves = {f"{model_label(ckpt)} ({kind})": denoising_curve(model, data, psnrs, batch_size, seed, device)}
     if opts.get("denoiser"):
-        den, dmeta = load_model(opts["denoiser"], device)
+        den, dmeta = load_model(opts["denoiser"], device, opts.get("weights", "auto"))
         curves[f"{model_label(opts['denoiser'])} ({dmeta['recipe']['model']['kind']}, --denoiser)"] = denoising_curve(den, data, psnrs, batch_size, seed, device)
     res = {"curves": curves, "protocol": f"noise keyed by dataset index (seed {seed}), {len(data)} images of "
            f"{data.name}; output PSNR per image, no clipping, mean over images"}

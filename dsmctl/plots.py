@@ -10,7 +10,7 @@ import numpy as np
 DPI = 150
 
 
-def _plt():
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +24,7 @@ def _save(fig, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-    _plt().close(fig)
+    _pyplot().close(fig)
     os.replace(tmp, path)
     return path
 
@@ -37,7 +37,7 @@ def _as_display(img):
 
 def log_p_histogram(log_p_db, path, title="", bins=40):
     """Histogram of per-image log p (dB/dim), with mean and standard deviation marked."""
-    plt = _plt()
+    plt = _pyplot()
     v = np.asarray(log_p_db, dtype=np.float64)
     v = v[np.isfinite(v)]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -52,7 +52,7 @@ def log_p_histogram(log_p_db, path, title="", bins=40):
 
 def image_strip(images, values, path, title="", n=12, label="dB/dim"):
     """Images ordered by decreasing `values` (e.g. log p), n of them evenly spaced in rank (paper Fig. 3)."""
-    plt = _plt()
+    plt = _pyplot()
     values = np.asarray(values, dtype=np.float64)
     order = np.argsort(-values)
     pick = order[np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int))]
@@ -67,7 +67,7 @@ def image_strip(images, values, path, title="", n=12, label="dB/dim"):
 
 def denoising_curves(curves, path, title=""):
     """curves: {name: [{psnr_in, psnr_out, psnr_out_stderr}, ...]} -> output vs input PSNR (Table 1)."""
-    plt = _plt()
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
     lo, hi = np.inf, -np.inf
     for name, rows in curves.items():
@@ -85,7 +85,7 @@ def denoising_curves(curves, path, title=""):
 
 def generalization_scatter(panels, path, title=""):
     """panels: [{"n": N, "a": log p of model A, "b": log p of model B, "kind": array of set names}] (Fig. 2)."""
-    plt = _plt()
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4), squeeze=False)
     colors = {"test": "#4c72b0", "subset A": "#dd8452", "subset B": "#55a868"}
     for ax, p in zip(axes[0], panels):
@@ -112,7 +112,7 @@ def generalization_scatter(panels, path, title=""):
 
 def dimension_curves(t, d_eff, log_p_db, labels, path, d=None, mean_d_eff=None, mean_log_p=None, title=""):
     """d_eff(x, t) and E_z log p_t against t for chosen images (rows of d_eff / log_p_db), plus the dataset mean."""
-    plt = _plt()
+    plt = _pyplot()
     t = np.asarray(t)
     ncols = 2 if log_p_db is not None else 1
     fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 3.8), squeeze=False)
@@ -145,7 +145,7 @@ def dimension_curves(t, d_eff, log_p_db, labels, path, d=None, mean_d_eff=None, 
 
 def generalization_summary(rows, path, title=""):
     """Per N: RMS and mean |Δ log p| on the test set, and each model's train − test gap."""
-    plt = _plt()
+    plt = _pyplot()
     n = np.array([r["n"] for r in rows])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     ax = axes[0]
@@ -167,3 +167,22 @@ def generalization_summary(rows, path, title=""):
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def radial_slices(curves, radii, path, title):
+    """curves: {label: log p values in dB/dim at `radii`}; writes a PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    for label, values in curves.items():
+        ax.plot(radii, values, label=label, lw=2 if label.startswith("true") else 1.5,
+                ls="-" if label.startswith("true") else "--")
+    ax.set_xlabel(r"radius $\|y\| / \sqrt{d}$")
+    ax.set_ylabel("log p (dB/dim)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -72,8 +73,12 @@ class Train:
     log_every: int = 100
     ckpt_every: int = 10_000
     keep_last: int = 3
+    keep_log: bool = True  # also keep the checkpoints at ckpt_every * 2^k (log-spaced)
     ema: float | None = None  # EMA decay, e.g. 0.999; None = off (the paper)
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "fp32"  # fp32 (IEEE, TF32 off: the paper) | tf32 | bf16 (autocast, fp32 energy parts)
+    max_nonfinite: int = 20  # skipped non-finite steps allowed over the run before stopping (exit code 3)
+    progress_every_s: float = 30.0  # one plain progress line at most this often when stderr is not a TTY
+    tensorboard: bool = False  # also log metrics to run_dir/tensorboard through Accelerate's tracker
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ CHOICES = {
     "model.embedding": ("paper", "logt"),
     "loss.mode": ("dual", "single"),
     "optim.schedule": ("halving", "onecycle", "cosine", "constant"),
-    "train.precision": ("fp32", "bf16"),
+    "train.precision": ("fp32", "tf32", "bf16"),
     "eval.anchor": ("paper", "gaussian"),
 }
 
@@ -121,6 +126,12 @@ def _check_values(r, where):
         if not ok:
             raise RecipeError(f"{where}{key}: expected {expected}, got {value!r}")
 
+    for sec in dataclasses.fields(r):
+        for f in dataclasses.fields(getattr(r, sec.name)):
+            value = getattr(getattr(r, sec.name), f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            need(all(not isinstance(v, float) or math.isfinite(v) for v in values), f"{sec.name}.{f.name}",
+                 "a finite number", value)
     for key, allowed in CHOICES.items():
         sec, name = key.split(".")
         value = getattr(getattr(r, sec), name)
@@ -140,6 +151,8 @@ def _check_values(r, where):
     need(r.train.log_every > 0, "train.log_every", "a positive number of steps", r.train.log_every)
     need(r.train.ckpt_every > 0, "train.ckpt_every", "a positive number of steps", r.train.ckpt_every)
     need(r.train.keep_last >= 1, "train.keep_last", "at least 1", r.train.keep_last)
+    need(r.train.max_nonfinite >= 0, "train.max_nonfinite", "a non-negative count", r.train.max_nonfinite)
+    need(r.train.progress_every_s > 0, "train.progress_every_s", "a positive number of seconds", r.train.progress_every_s)
     need(r.train.ema is None or 0 < r.train.ema < 1, "train.ema", "null or a decay in (0, 1)", r.train.ema)
     need(len(r.model.widths) >= 1 and all(w > 0 for w in r.model.widths), "model.widths", "a list of positive widths", list(r.model.widths))
     need(r.model.mid_width > 0, "model.mid_width", "a positive width", r.model.mid_width)

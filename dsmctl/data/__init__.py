@@ -1,21 +1,31 @@
-"""Data: sources -> prepared cache -> ArrayData views; see sources.py and cache.py."""
+"""Data: sources -> prepared cache -> ArrayData views; see sources.py, writer.py and cache.py."""
 import functools
 import json
 from pathlib import Path
 
 from .arrays import ArrayData
-from .cache import DataError, array_sha256, is_prepared, load_split, read_manifest, write_prepared
+from .cache import DataError, array_sha256, is_prepared, load_split, read_manifest, verify, write_prepared
 from . import sources
 
 
-def prepare(source, out, **options):
-    """Load a source and write it as a prepared directory; returns the manifest."""
-    loaded = sources.load(source, **options)
-    return write_prepared(out, loaded.splits, loaded.labels, loaded.info)
+def prepare(source, out, force=False, progress=None, **options):
+    """Stream a source into a prepared directory (resumable, atomic); returns the manifest.
+
+    Re-running the same request is a no-op (the manifest comes back with "reused": True); a different
+    request on an existing prepared directory needs force=True. Options: see sources.open_source.
+    """
+    from .writer import write_splits
+
+    readers, info, request = sources.open_source(source, **options)
+    return write_splits(out, readers, info, request=request, force=force, progress=progress)
 
 
 @functools.lru_cache(maxsize=4)
 def _load_in_memory(source, synthetic_json):
+    if sources.hf.is_hub_id(source):
+        # A recipe's data.source like data/imagenet64 that was never prepared: say so, do not go to the Hub.
+        raise DataError(f"{source}: no prepared dataset here; prepare it first (dsmctl prepare SOURCE --out {source}, "
+                        f"see docs/data.md), or write hf:{source} to read the Hugging Face dataset {source} directly")
     spec = json.loads(synthetic_json) if synthetic_json else None
     return sources.load(source, synthetic_spec=spec)
 
@@ -43,10 +53,13 @@ def true_density(source, synthetic=None):
     """The closed-form density behind synthetic data, else None."""
     from ..densities import from_spec
 
-    spec = source_info(source, synthetic).get("density")
+    if str(source).startswith("synthetic"):
+        spec = sources.synthetic_spec_of(str(source), synthetic)
+    else:
+        spec = source_info(source, synthetic).get("density")
     if not spec:
         return None
     return from_spec({k: v for k, v in spec.items() if k not in ("n_train", "n_test", "seed")})
 
 
-from .subsets import subset, subset_positions  # noqa: E402
+from .subsets import check_disjoint, partner, record_subset, subset, subset_positions, training_data_info  # noqa: E402

@@ -1,18 +1,18 @@
 """The prepared cache: one contiguous array per split (memory-mapped when read) plus manifest.json.
 
 Layout of a prepared directory:
-  manifest.json        format, source, variant, options, splits {name: {file, n, shape, dtype, sha256}},
-                       fingerprint (sha256 over all splits), and for synthetic data the density spec
+  manifest.json        format, source, variant, options, transform, labels (their convention),
+                       splits {name: {file, n, shape, dtype, sha256, labels, labels_sha256}},
+                       fingerprint (sha256 over all splits' pixels and labels), request_sha256 (what was
+                       asked for: source, options, source signature), and for synthetic data the density spec
   <split>.npy          N x C x H x W uint8 (8-bit images) or float32 (continuous data; N x D vectors too)
   <split>_labels.npy   optional int64 labels
 A directory is complete only once manifest.json exists: it is written last, and the whole directory is
-built under a temporary name and renamed into place.
+built under a temporary name and renamed into place (writer.py).
 """
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +27,24 @@ class DataError(ValueError):
     """Bad or missing data; the message is one line naming the file and what was expected."""
 
 
-def array_sha256(array, chunk_rows=None):
+def array_sha256(array, chunk_rows=None, progress=None):
     """sha256 over dtype, shape and bytes, streamed so memory-mapped arrays are never loaded whole."""
     h = hashlib.sha256(f"{array.dtype.str}{tuple(array.shape)}".encode())
     rows = chunk_rows or max(1, (64 << 20) // max(1, array[0].nbytes if len(array) else 1))
     for start in range(0, len(array), rows):
         h.update(np.ascontiguousarray(array[start:start + rows]).tobytes())
+        if progress:
+            progress(min(len(array), start + rows), len(array))
     return h.hexdigest()
 
 
-def combined_fingerprint(split_hashes):
+def combined_fingerprint(split_hashes, label_hashes=None):
+    """One sha256 over every split's pixels (and labels, where there are any)."""
     h = hashlib.sha256()
     for name in sorted(split_hashes):
         h.update(f"{name}:{split_hashes[name]};".encode())
+    for name in sorted(label_hashes or {}):
+        h.update(f"{name}.labels:{label_hashes[name]};".encode())
     return h.hexdigest()
 
 
@@ -60,42 +65,25 @@ def read_manifest(path):
     return manifest
 
 
-def write_prepared(out, splits, labels=None, info=None):
-    """Write arrays {split: array} atomically to directory `out`; returns the manifest."""
-    out = Path(out)
-    if out.exists() and not is_prepared(out) and any(out.iterdir()):
-        raise DataError(f"{out}: exists, is not empty and is not a prepared dataset; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        manifest = {"format": FORMAT, **(info or {}), "splits": {}}
-        for name, array in splits.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
-            entry = {"file": f"{name}.npy", "n": int(len(array)), "shape": list(array.shape[1:]),
-                     "dtype": str(array.dtype), "sha256": array_sha256(array)}
-            if labels and labels.get(name) is not None:
-                np.save(tmp / f"{name}_labels.npy", np.asarray(labels[name], dtype=np.int64))
-                entry["labels"] = f"{name}_labels.npy"
-            manifest["splits"][name] = entry
-        manifest["fingerprint"] = combined_fingerprint({k: v["sha256"] for k, v in manifest["splits"].items()})
-        _write_json(tmp / MANIFEST, manifest)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+def write_prepared(out, splits, labels=None, info=None, request=None, force=True, progress=None):
+    """Write in-memory arrays {split: array} atomically to directory `out`; returns the manifest."""
+    from .readers import ArrayReader
+    from .writer import write_splits
+
+    readers = {name: ArrayReader(np.asarray(a), (labels or {}).get(name), where=f"{out}:{name}")
+               for name, a in splits.items()}
+    return write_splits(out, readers, info or {}, request=request, force=force, progress=progress)
 
 
 def _write_json(path, obj):
-    with open(path, "w") as f:
+    """Write JSON under a temporary name, fsync, then rename: readers see the old or the new file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
         f.flush()
         os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def load_split(path, split):
@@ -116,12 +104,25 @@ def load_split(path, split):
     return ArrayData(array, name=f"{path.name}:{split}", fingerprint=f"{entry['sha256'][:16]}", labels=labels)
 
 
-def verify(path):
-    """Recompute every split's sha256; returns (ok, {split: (expected, actual)})."""
+def verify(path, progress=None):
+    """Recompute every split's sha256 (pixels and labels); returns (ok, {item: (expected, actual)})."""
     path = Path(path)
     manifest = read_manifest(path)
     report = {}
     for name, entry in manifest["splits"].items():
-        actual = array_sha256(np.load(path / entry["file"], mmap_mode="r"))
-        report[name] = (entry["sha256"], actual)
-    return all(a == b for a, b in report.values()), report
+        try:
+            x = np.load(path / entry["file"], mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path / entry['file']}: unreadable ({str(e).splitlines()[0]})") from None
+        cb = progress and (lambda d, t, name=name: progress.advance(f"hash {name}", d, t))
+        report[name] = (entry["sha256"], array_sha256(x, progress=cb))
+        if entry.get("labels_sha256"):
+            report[f"{name}.labels"] = (entry["labels_sha256"], array_sha256(np.load(path / entry["labels"], mmap_mode="r")))
+    ok = all(a == b for a, b in report.values())
+    if ok:
+        split_hashes = {k: b for k, (a, b) in report.items() if not k.endswith(".labels")}
+        label_hashes = {k[:-7]: b for k, (a, b) in report.items() if k.endswith(".labels")}
+        actual = combined_fingerprint(split_hashes, label_hashes)
+        report["fingerprint"] = (manifest.get("fingerprint"), actual)
+        ok = manifest.get("fingerprint") == actual
+    return ok, report

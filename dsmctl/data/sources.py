@@ -1,5 +1,12 @@
-"""Data sources: each turns a source spec into {split: array} plus labels and provenance.
+"""Data sources: a source spec -> {split: reader} (readers.py), provenance info and a request record.
 
+Source specs (`dsmctl prepare SOURCE`; a prefix forces the kind, otherwise it is detected):
+  demo | synthetic[:PRESET]                  embedded patches; samples of a closed-form density
+  hf:ID_OR_PATH | owner/name                 Hugging Face Hub id, or local parquet / Hub-style / save_to_disk folder
+  imagenet-org:PATH                          image-net.org train_data_batch_N / val_data (npz or pickle)
+  mnist:ROOT | fashion-mnist:ROOT | cifar10:ROOT   torchvision's raw files under ROOT (no download)
+  arrays:FILE | FILE.npy | FILE.npz          arrays (N x C x H x W, N x H x W x C, N x H x W, N x D)
+  images:DIR | DIR                           PNG/JPEG files (sub-folders train/validation/val/test = splits)
 Arrays are N x C x H x W uint8 (8-bit images) or float32 (continuous; N x D vectors allowed).
 """
 import math
@@ -11,10 +18,14 @@ import numpy as np
 import torch
 
 from .. import densities
+from . import hf, imagenet_org, torchvision_raw
 from .cache import DataError
+from .readers import ArrayReader, RangeReader, Transform, read_all
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".yaml", ".yml", ".xml", ".html"}
 SPLIT_NAMES = ("train", "validation", "val", "test")
+PREFIXES = ("hf", "imagenet-org", "mnist", "fashion-mnist", "cifar10", "arrays", "images")
 
 
 @dataclass
@@ -58,7 +69,7 @@ def to_nchw(array, where, layout="auto"):
     if layout == "auto":
         channels_last = array.shape[-1] in (1, 3, 4) and array.shape[1] not in (1, 3, 4)
         layout = "nhwc" if channels_last else "nchw"
-    return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if layout == "nhwc" else array
+    return array.transpose(0, 3, 1, 2) if layout == "nhwc" else array
 
 
 def check_dtype(array, where):
@@ -69,18 +80,21 @@ def check_dtype(array, where):
     raise DataError(f"{where}: dtype {array.dtype} not supported; expected uint8 (8-bit images) or float (continuous data)")
 
 
-def arrays(path, layout="auto"):
-    """.npy (one array -> split 'train') or .npz (arrays named by split, or a single array)."""
+def arrays(path, layout="auto", transform=Transform()):
+    """.npy (one array -> split 'train', memory-mapped) or .npz (arrays named by split, or a single array;
+    optional `<split>_labels` arrays)."""
     path = Path(path)
+    labels = {}
     try:
         if path.suffix == ".npy":
-            raw = {"train": np.load(path, allow_pickle=False)}
+            raw = {"train": np.load(path, mmap_mode="r", allow_pickle=False)}
         else:
             with np.load(path, allow_pickle=False) as z:
                 keys = list(z.keys())
                 named = [k for k in keys if k in SPLIT_NAMES]
                 if named:
                     raw = {k: z[k] for k in named}
+                    labels = {k: z[f"{k}_labels"] for k in named if f"{k}_labels" in keys}
                 elif len(keys) == 1:
                     raw = {"train": z[keys[0]]}
                 else:
@@ -89,111 +103,202 @@ def arrays(path, layout="auto"):
         raise
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"{path}: not a readable {path.suffix} array file ({str(e).splitlines()[0]})") from None
-    splits = {k: check_dtype(to_nchw(v, f"{path}[{k}]", layout), f"{path}[{k}]") for k, v in raw.items()}
-    return Loaded(splits, info={"source": str(path), "variant": "arrays"})
+    readers = {}
+    for k, v in raw.items():
+        where = f"{path}[{k}]"
+        x = check_dtype(to_nchw(v, where, layout), where)
+        y = labels.get(k)
+        if y is not None and len(y) != len(x):
+            raise DataError(f"{path}[{k}_labels]: {len(y)} labels for {len(x)} items")
+        readers[k] = ArrayReader(x, y, transform, where)
+    return readers, {"source": str(path.resolve()), "kind": "arrays", "variant": "arrays"}, _signature([path])
 
 
-def image_folder(path, grayscale=False, size=None):
-    """PNG/JPEG files under `path` (sorted); sub-folders named train/test/validation become splits."""
-    from PIL import Image, UnidentifiedImageError
+class ImageFiles:
+    """Image files decoded one by one with PIL (RGB, or grey with --grayscale), all of one size."""
 
+    def __init__(self, files, labels, transform, where):
+        self.files, self.labels, self.transform, self.where = files, labels, transform, where
+        self.n, self.dtype, self.has_labels = len(files), np.dtype(np.uint8), labels is not None
+        self.shape = self._decode(files[0]).shape
+
+    def _decode(self, f):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(f) as im:
+                return self.transform.pil(im, str(f))
+        except UnidentifiedImageError:
+            raise DataError(f"{f}: not a readable image (unknown image format)") from None
+        except (OSError, ValueError) as e:
+            raise DataError(f"{f}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+    def read(self, start, stop):
+        out = np.empty((stop - start, *self.shape), dtype=np.uint8)
+        for i, f in enumerate(self.files[start:stop]):
+            x = self._decode(f)
+            if x.shape != self.shape:
+                raise DataError(f"{f}: size {x.shape[2]}x{x.shape[1]} differs from {self.files[0].name}'s "
+                                f"{self.shape[2]}x{self.shape[1]}; pass --size to make all images one size")
+            out[i] = x
+        y = None if self.labels is None else self.labels[start:stop]
+        return out, y
+
+
+def image_folder(path, transform=Transform()):
+    """PNG/JPEG files under `path` (sorted); sub-folders train/validation/val/test become splits; when all
+    files of a split sit in class sub-folders, the sorted sub-folder names give 0-based labels."""
     path = Path(path)
     subdirs = [d for d in SPLIT_NAMES if (path / d).is_dir()]
     groups = {d: path / d for d in subdirs} if subdirs else {"train": path}
-    splits = {}
+    readers, classes, all_files = {}, None, []
     for split, folder in groups.items():
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = []
+        for p in sorted(folder.rglob("*")):
+            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(folder).parts):
+                continue
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(p)
+            elif p.suffix.lower() not in IGNORED_SUFFIXES:
+                raise DataError(f"{p}: not an image file (suffix {p.suffix or 'none'}); expected "
+                                f"{', '.join(sorted(IMAGE_SUFFIXES))} in an image folder")
         if not files:
             raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        images = []
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if grayscale else "RGB")
-                    if size is not None and im.size != (size, size):
-                        im = resize_center_crop(im, size)
-                    images.append(np.asarray(im))
-            except (UnidentifiedImageError, OSError):
-                raise DataError(f"{f}: not a readable image") from None
-            if images[-1].shape != images[0].shape:
-                raise DataError(f"{f}: size {images[-1].shape[:2]} differs from {files[0].name}'s "
-                                f"{images[0].shape[:2]}; pass --size to resize all images")
-        x = np.stack(images)
-        splits[split] = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2).copy()
-    return Loaded(splits, info={"source": str(path), "variant": "image-folder"})
+        labels = None
+        if all(len(f.relative_to(folder).parts) == 2 for f in files):
+            names = sorted({f.relative_to(folder).parts[0] for f in files})
+            classes = classes or names
+            index = {c: i for i, c in enumerate(classes)}
+            if set(names) <= set(index):
+                labels = np.array([index[f.relative_to(folder).parts[0]] for f in files], dtype=np.int64)
+        readers[split] = ImageFiles(files, labels, transform, str(folder))
+        all_files += files
+    info = {"source": str(path.resolve()), "kind": "image-folder", "variant": "image-folder"}
+    if classes and all(r.has_labels for r in readers.values()):
+        info["classes"] = classes
+        info["labels"] = "0-based index of the class sub-folder in sorted order"
+    return readers, info, _signature(all_files)
 
 
-def resize_center_crop(im, size):
-    """Resize the short side to `size` (box filter, like the image-net.org 64x64 set), centre-crop the rest."""
-    from PIL import Image
-
-    w, h = im.size
-    s = size / min(w, h)
-    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BOX)
-    w, h = im.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return im.crop((left, top, left + size, top + size))
+def _signature(files):
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
-def convert(loaded, grayscale=False, size=None, holdout=0):
-    """Apply --grayscale / --size to image arrays and split off the last `holdout` train items as 'test'."""
-    for name, x in list(loaded.splits.items()):
-        if x.ndim != 4:
-            continue
-        if grayscale and x.shape[1] == 3:
-            if x.dtype != np.uint8:
-                raise DataError(f"{loaded.info.get('source')}: --grayscale needs 8-bit images")
-            # ITU-R 601-2 luma, as PIL's convert("L").
-            g = (x[:, 0] * 299 + x[:, 1] * 587 + x[:, 2] * 114 + 500) // 1000
-            loaded.splits[name] = x = g.astype(np.uint8)[:, None]
-        if size is not None and x.shape[2:] != (size, size):
-            loaded.splits[name] = resize_array(x, size, loaded.info.get("source"))
-    if holdout:
-        train = loaded.splits["train"]
-        n = holdout if holdout >= 1 else math.ceil(holdout * len(train))
-        if "test" in loaded.splits or n >= len(train):
-            raise DataError(f"{loaded.info.get('source')}: --holdout {holdout} needs a single split with more than {n} items")
-        loaded.splits["train"], loaded.splits["test"] = train[:-n], train[-n:]
-        lab = loaded.labels.get("train")
-        if lab is not None:
-            loaded.labels["train"], loaded.labels["test"] = lab[:-n], lab[-n:]
-    return loaded
+def _kind(source):
+    """Split an explicit 'kind:' prefix off, or detect the kind of source."""
+    head, sep, rest = source.partition(":")
+    if sep and head in PREFIXES:
+        return head, rest
+    if source == "demo" or source.startswith("synthetic"):
+        return source.partition(":")[0], source.partition(":")[2]
+    path = Path(source)
+    if not path.exists():
+        if hf.is_hub_id(source):
+            return "hf", source
+        raise DataError(f"{source}: no such file or folder; expected demo, synthetic:NAME, a Hugging Face id "
+                        f"owner/name, a .npy/.npz file, an image folder, or KIND:PATH with KIND one of {', '.join(PREFIXES)}")
+    if imagenet_org.looks_like(path):
+        return "imagenet-org", source
+    if path.is_file() and path.suffix in (".npy", ".npz"):
+        return "arrays", source
+    if hf.looks_like_local(path):
+        return "hf", source
+    if path.is_dir():
+        for kind in ("mnist", "fashion-mnist"):
+            if (path / torchvision_raw.KINDS[kind] / "raw").is_dir():
+                return kind, source
+        if (path / "cifar-10-batches-py").is_dir():
+            return "cifar10", source
+        if any((path / f"{name}{gz}").is_file() for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
+               for gz in ("", ".gz")):
+            raise DataError(f"{source}: holds MNIST-format IDX files; say which data set they are: "
+                            f"mnist:{source} or fashion-mnist:{source}")
+        return "images", source
+    raise DataError(f"{source}: unsupported file type; expected a .npy/.npz/.parquet file or a folder")
 
 
-def resize_array(x, size, where):
-    from PIL import Image
-
-    if x.dtype != np.uint8:
-        raise DataError(f"{where}: --size needs 8-bit images (got {x.dtype})")
-    out = np.empty((len(x), x.shape[1], size, size), dtype=np.uint8)
-    for i, img in enumerate(x):
-        im = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
-        r = np.asarray(resize_center_crop(im, size))
-        out[i] = r[None] if r.ndim == 2 else r.transpose(2, 0, 1)
-    return out
+def synthetic_spec_of(source, spec=None):
+    """The density spec of 'synthetic' (with an explicit spec) or 'synthetic:PRESET'."""
+    spec = spec or PRESETS.get(source.partition(":")[2] or "gsm1000")
+    if spec is None:
+        raise DataError(f"{source}: unknown synthetic preset; expected one of {', '.join('synthetic:' + k for k in PRESETS)}")
+    return spec
 
 
-def load(source, synthetic_spec=None, grayscale=False, size=None, holdout=0, layout="auto"):
-    """Resolve a source spec: demo | synthetic[:gsm1000] | FILE.npy/.npz | image folder."""
-    if source == "demo":
-        loaded = demo()
-    elif source.startswith("synthetic"):
-        spec = synthetic_spec or PRESETS.get(source.partition(":")[2] or "gsm1000")
-        if spec is None:
-            raise DataError(f"{source}: unknown synthetic preset; expected one of {', '.join('synthetic:' + k for k in PRESETS)}")
-        loaded = synthetic(spec)
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise DataError(f"{source}: no such file or folder; expected demo, synthetic:NAME, a .npy/.npz file or an image folder")
-        if path.is_file() and path.suffix in (".npy", ".npz"):
-            loaded = arrays(path, layout)
-        elif path.is_dir():
-            loaded = image_folder(path, grayscale, size)
+def open_source(source, synthetic_spec=None, grayscale=False, size=None, fit="resize", holdout=0, layout="auto",
+                splits=None, limit=None, config=None, revision=None, image_column=None, label_column=None,
+                variant=None):
+    """(readers {split: reader}, info, request) for a source spec; nothing large is read yet.
+
+    variant: name the data set in the manifest; a known Hub id (hf.KNOWN) also brings its documented
+    description and split sizes, e.g. for a local copy of sradc/imagenet_resized_64x64.
+    """
+    if fit not in ("resize", "crop", "pad"):
+        raise DataError(f"--fit {fit!r}: expected resize, crop or pad")
+    if size is not None and size <= 0:
+        raise DataError(f"--size {size}: expected a positive number of pixels")
+    transform = Transform(grayscale, size, fit)
+    kind, spec = _kind(str(source))
+    signature = None
+    if kind in ("demo", "synthetic"):
+        if kind == "demo":
+            loaded = demo()
         else:
-            raise DataError(f"{source}: unsupported file type; expected a .npy/.npz file or an image folder")
-    loaded = convert(loaded, grayscale, size, holdout)
-    loaded.info["options"] = {"grayscale": grayscale, "size": size, "holdout": holdout, "layout": layout}
+            loaded = synthetic(synthetic_spec_of(str(source), synthetic_spec))
+        readers = {k: ArrayReader(v, loaded.labels.get(k), transform, f"{source}:{k}") for k, v in loaded.splits.items()}
+        info, signature = loaded.info, loaded.info.get("density")
+    elif kind == "hf":
+        readers, info, signature = hf.load(spec, transform, splits, config, revision, image_column, label_column)
+    elif kind == "imagenet-org":
+        readers, info, signature = imagenet_org.load(spec, transform)
+    elif kind in ("mnist", "fashion-mnist"):
+        readers, info, signature = torchvision_raw.load_idx(spec, kind, transform)
+    elif kind == "cifar10":
+        readers, info, signature = torchvision_raw.load_cifar10(spec, transform)
+    elif kind == "arrays":
+        readers, info, signature = arrays(spec, layout, transform)
+    else:
+        readers, info, signature = image_folder(spec, transform)
+    if splits:
+        missing = [s for s in splits if s not in readers]
+        if missing:
+            raise DataError(f"{source}: no split {missing[0]!r}; it has {', '.join(readers)}")
+        readers = {s: readers[s] for s in splits}
+    if variant:
+        info = {**info, "variant": hf.KNOWN.get(variant, {}).get("variant", variant),
+                "warnings": info.get("warnings", []) + hf.size_warnings(variant, readers)}
+    readers = _holdout_and_limit(readers, holdout, limit, source)
+    options = {"grayscale": grayscale, "size": size, "fit": fit if size else None, "holdout": holdout,
+               "layout": layout, "splits": list(splits) if splits else None, "limit": limit, "config": config,
+               "revision": revision, "image_column": image_column, "label_column": label_column,
+               "variant": variant}
+    info = {**info, "options": options, "transform": transform.describe()}
+    request = {"source": info.get("source"), "kind": kind, "options": options, "signature": signature}
+    return readers, info, request
+
+
+def _holdout_and_limit(readers, holdout, limit, source):
+    if holdout:
+        train = readers.get("train")
+        n = holdout if holdout >= 1 else math.ceil(holdout * (train.n if train else 0))
+        if train is None or "test" in readers or n >= train.n:
+            raise DataError(f"{source}: --holdout {holdout} needs a single split 'train' with more than {n} items")
+        readers = {**readers, "train": RangeReader(train, 0, train.n - n), "test": RangeReader(train, train.n - n, train.n)}
+    if limit is not None:
+        if limit <= 0:
+            raise DataError(f"--limit {limit}: expected a positive number of items")
+        readers = {k: RangeReader(r, 0, min(limit, r.n)) for k, r in readers.items()}
+    return readers
+
+
+def load(source, synthetic_spec=None, grayscale=False, size=None, holdout=0, layout="auto", fit="resize", **options):
+    """A whole source in memory (small sources used directly as data.source, without `dsmctl prepare`)."""
+    readers, info, _ = open_source(source, synthetic_spec, grayscale, size, fit, holdout, layout, **options)
+    loaded = Loaded({}, {}, info)
+    for name, reader in readers.items():
+        loaded.splits[name], labels = read_all(reader, where=str(source))
+        if labels is not None:
+            loaded.labels[name] = labels
     return loaded
 
 

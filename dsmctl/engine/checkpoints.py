@@ -1,82 +1,252 @@
-"""Run directories and training checkpoints.
+"""Run directories and training checkpoints (layout and guarantees: docs/training.md).
 
 run_dir/
   recipe.yaml  command.txt  versions.json  metrics.jsonl  summary.json
-  model.safetensors                 the exported model (weights + metadata incl. normalization constant)
-  checkpoints/step-0001000/         model.safetensors + state.pt (optimizer state, step: tensors and
-                                    numbers only, loadable with weights_only=True)
-  checkpoints/latest                name of the newest complete checkpoint, moved last
+  model.safetensors           exported model, EMA weights when EMA is on (metadata: weights, constant)
+  model-raw.safetensors       raw weights, only when EMA is on
+  checkpoints/step-0001000/   model.safetensors (raw), ema.safetensors (EMA on), state.pt, manifest.json
+  checkpoints/latest          name of the newest complete checkpoint, moved last
+
+A checkpoint is written into a hidden temporary directory, every file flushed to disk, its
+manifest.json (sizes and sha256 of every file) written last, and the directory renamed into place;
+only then does `latest` move, and only then are old checkpoints removed. A checkpoint is complete
+when its manifest matches its files; resume never trusts anything else. state.pt holds tensors,
+numbers and strings only and is read with torch.load(weights_only=True): never unpickled.
 """
+import hashlib
 import json
 import os
 import platform
 import shutil
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import torch
-
-from ..checkpoint import MODEL_FILE, CheckpointError, save_model
 from safetensors.torch import load_file
 
+from ..checkpoint import EMA_FILE, MODEL_FILE, CheckpointError, save_state
+
 STATE_FILE = "state.pt"
+MANIFEST = "manifest.json"
+FORMAT = 1
 
 
 def init_run_dir(run_dir, recipe, command):
+    """Create (or reopen) a run directory: resolved recipe, command history, package versions."""
     run_dir = Path(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml())
-    (run_dir / "command.txt").write_text((command or " ".join(sys.argv)) + "\n")
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
-    for name in ("dsmctl", "accelerate", "numpy", "safetensors"):
+    ckdir = run_dir / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    for stale in ckdir.glob(".step-*.tmp"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
+    write_atomic(run_dir / "recipe.yaml", recipe.to_yaml())
+    with open(run_dir / "command.txt", "a") as f:  # one line per invocation (fresh start or resume)
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}  {command or ' '.join(sys.argv)}\n")
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("dsmctl", "torch", "accelerate", "numpy", "safetensors", "datasets", "typer", "rich"):
         try:
-            from importlib.metadata import version
-
             versions[name] = version(name)
-        except Exception:
+        except PackageNotFoundError:
             versions[name] = None
-    (run_dir / "versions.json").write_text(json.dumps(versions, indent=2))
+    versions["cuda"] = torch.version.cuda
+    write_atomic(run_dir / "versions.json", json.dumps(versions, indent=2) + "\n")
 
 
-def save_checkpoint(run_dir, step, model, optimizer, meta, keep_last):
+def write_atomic(path, text):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(run_dir, step, weights, ema_weights, state, meta, keep_last, keep_log, ckpt_every):
+    """Write checkpoints/step-NNNNNNN atomically, move `latest`, apply retention; returns its path."""
     ckdir = Path(run_dir) / "checkpoints"
     name = f"step-{step:07d}"
     tmp = ckdir / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(tmp / MODEL_FILE, model, {**meta, "step": step})
-    torch.save({"step": step, "optimizer": optimizer.state_dict()}, tmp / STATE_FILE)
+    save_state(tmp / MODEL_FILE, weights, {**meta, "step": step, "weights": "raw"})
+    if ema_weights is not None:
+        save_state(tmp / EMA_FILE, ema_weights, {**meta, "step": step, "weights": "ema", "ema": state["ema"]})
+    with open(tmp / STATE_FILE, "wb") as f:
+        torch.save({"format": FORMAT, **state, "step": step}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in sorted(tmp.iterdir())}
+    write_atomic(tmp / MANIFEST, json.dumps({"format": FORMAT, "step": step, "files": files}, indent=2) + "\n")
+    fsync_dir(tmp)
     final = ckdir / name
-    shutil.rmtree(final, ignore_errors=True)
+    if final.exists():  # same step written again (e.g. resumed and stopped at once): replace it whole
+        shutil.rmtree(final)
     os.replace(tmp, final)
-    latest_tmp = ckdir / ".latest.tmp"
-    latest_tmp.write_text(name + "\n")
-    os.replace(latest_tmp, ckdir / "latest")
-    for old in sorted(p for p in ckdir.glob("step-*") if p.is_dir())[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(ckdir)
+    write_atomic(ckdir / "latest", name + "\n")
+    fsync_dir(ckdir)
+    apply_retention(ckdir, keep_last, keep_log, ckpt_every)
+    return final
+
+
+def kept(steps, keep_last, keep_log, ckpt_every):
+    """The steps to keep: the newest `keep_last`, plus (keep_log) those at ckpt_every * 2^k."""
+    steps = sorted(steps)
+    keep = set(steps[-keep_last:])
+    if keep_log:
+        keep |= {s for s in steps if s % ckpt_every == 0 and ((s // ckpt_every) & (s // ckpt_every - 1)) == 0}
+    return keep
+
+
+def apply_retention(ckdir, keep_last, keep_log, ckpt_every):
+    dirs = {step_of(p): p for p in ckdir.glob("step-*") if p.is_dir() and step_of(p) is not None}
+    for step in sorted(set(dirs) - kept(dirs, keep_last, keep_log, ckpt_every)):
+        shutil.rmtree(dirs[step], ignore_errors=True)
+
+
+def step_of(path):
+    try:
+        return int(Path(path).name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def verify(ckpt):
+    """Raise CheckpointError (one line) unless `ckpt` is a complete checkpoint directory."""
+    ckpt = Path(ckpt)
+    if ckpt.is_file():
+        raise CheckpointError(f"{ckpt}: is a file; expected a checkpoint directory (run/checkpoints/step-NNNNNNN) "
+                              f"or a run directory")
+    if not (ckpt / MANIFEST).is_file():
+        raise CheckpointError(f"{ckpt}: not a complete training checkpoint (no {MANIFEST}; "
+                              f"expected {MODEL_FILE}, {STATE_FILE} and {MANIFEST})")
+    try:
+        manifest = json.loads((ckpt / MANIFEST).read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{ckpt}/{MANIFEST}: unreadable manifest") from None
+    for required in (MODEL_FILE, STATE_FILE):
+        if required not in files:
+            raise CheckpointError(f"{ckpt}: manifest lists no {required}")
+    for name, info in files.items():
+        path = ckpt / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (listed in {MANIFEST})")
+        size = path.stat().st_size
+        if size != info["bytes"]:
+            raise CheckpointError(f"{path}: {size} bytes, expected {info['bytes']} (truncated or overwritten)")
+        if sha256(path) != info["sha256"]:
+            raise CheckpointError(f"{path}: sha256 mismatch (corrupted on disk)")
+    return manifest
+
+
+def candidates(run_dir):
+    """Checkpoint directories of a run, newest first."""
+    ckdir = Path(run_dir) / "checkpoints"
+    dirs = [p for p in ckdir.glob("step-*") if p.is_dir() and step_of(p) is not None] if ckdir.is_dir() else []
+    return sorted(dirs, key=step_of, reverse=True)
 
 
 def find_resume(run_dir, resume):
-    """'never' -> None; 'auto' -> the latest checkpoint if any; else a checkpoint path."""
+    """(checkpoint path or None, warnings). auto: newest complete checkpoint, skipping damaged ones with a
+    warning; never: None (refused if the run directory already has checkpoints); PATH: that checkpoint
+    (or the newest complete one of that run directory), verified, no fallback."""
     if resume == "never":
-        return None
+        existing = candidates(run_dir)
+        if existing:
+            raise CheckpointError(f"{run_dir}: already has checkpoints (newest {existing[0].name}); with --resume "
+                                  f"never use another --out, or resume with --resume auto")
+        return None, []
     if resume == "auto":
-        latest = Path(run_dir) / "checkpoints" / "latest"
-        if not latest.is_file():
-            return None
-        return Path(run_dir) / "checkpoints" / latest.read_text().strip()
+        warnings = []
+        for ckpt in candidates(run_dir):
+            try:
+                verify(ckpt)
+                return ckpt, warnings
+            except CheckpointError as e:
+                warnings.append(f"[train] skipping damaged checkpoint: {e}")
+        return None, warnings
     path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise CheckpointError(f"{path}: not a training checkpoint (expected {STATE_FILE} and {MODEL_FILE} in it)")
-    return path
+    if path.is_dir() and not (path / MANIFEST).exists() and (path / "checkpoints").is_dir():
+        found = candidates(path)
+        if not found:
+            raise CheckpointError(f"{path}: run directory without checkpoints")
+        path = found[0]
+    elif not path.exists():
+        raise CheckpointError(f"--resume {resume}: no such checkpoint (expected auto, never or a checkpoint directory)")
+    verify(path)
+    return path, []
 
 
-def load_training_state(ckpt, model, optimizer):
+def load_checkpoint(ckpt):
+    """{'weights', 'ema_weights' (or None), 'state'}; safetensors and weights_only loading only."""
     ckpt = Path(ckpt)
     try:
-        model.load_state_dict(load_file(str(ckpt / MODEL_FILE)))
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+        weights = load_file(str(ckpt / MODEL_FILE))
+        ema_weights = load_file(str(ckpt / EMA_FILE)) if (ckpt / EMA_FILE).is_file() else None
     except Exception as e:
-        raise CheckpointError(f"{ckpt}: unreadable checkpoint ({str(e).splitlines()[0][:160]})") from None
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"])
+        raise CheckpointError(f"{ckpt}: unreadable weights ({str(e).splitlines()[0][:160]})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
+            state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as e:  # includes pickle.UnpicklingError for anything but plain tensors and numbers
+        text = str(e)
+        lines = text.splitlines() or [""]
+        why = next((line.strip() for line in lines if "Unsupported" in line), lines[0])
+        raise CheckpointError(f"{ckpt / STATE_FILE}: refused: not plain tensors and numbers, or damaged; "
+                              f"nothing in it was run ({why[:160]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "optimizer" not in state:
+        raise CheckpointError(f"{ckpt / STATE_FILE}: not a dsmctl training state (format {FORMAT})")
+    return {"weights": weights, "ema_weights": ema_weights, "state": state}
+
+
+def read_checkpoint_meta(ckpt):
+    from ..checkpoint import read_meta
+
+    return read_meta(Path(ckpt) / MODEL_FILE)
+
+
+def rewind_metrics(run_dir, step):
+    """Drop metrics.jsonl lines past `step` (written by a run that was killed after its last checkpoint)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            past = json.loads(line).get("step", 0) > step
+        except ValueError:  # a half-written last line
+            past = True
+        if past:
+            dropped += 1
+        else:
+            keep.append(line)
+    if dropped:
+        write_atomic(path, "".join(line + "\n" for line in keep))
+    return dropped

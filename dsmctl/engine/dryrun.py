@@ -1,5 +1,6 @@
 """`dsmctl train --dry-run`: what a recipe builds and roughly what it costs, without training."""
 import math
+import os
 
 import torch
 
@@ -22,6 +23,11 @@ def describe(recipe):
         h.remove()
     per_example = sum(sizes) * 4 * 3
     batch = recipe.train.batch_size
-    memory = n_params * 4 * 4 + per_example * batch  # weights, grads, two Adam moments
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+    if batch % world:
+        from .errors import TrainError
+
+        raise TrainError(f"train.batch_size: {batch} is not divisible by the number of processes ({world})")
+    memory = n_params * 4 * 4 + per_example * (batch // world)  # weights, grads, two Adam moments
     return {"parameters": n_params, "shape": list(shape), "memory_gib": memory / 2**30,
-            "d": math.prod(shape)}
+            "d": math.prod(shape), "world_size": world, "batch_per_process": batch // world}

@@ -4,8 +4,21 @@ import time
 
 
 def fmt_metrics(m):
+    skipped = f"  skipped {m['skipped']}" if m.get("skipped") else ""
+    if m["loss"] is None:
+        return f"step {m['step']}  every step of this window skipped  lr {m['lr']:.3g}{skipped}"
     return (f"step {m['step']}  loss {m['loss']:.4g} (space {m['space']:.4g}, time {m['time']:.4g})  "
-            f"lr {m['lr']:.3g}  {m['img_per_s']:.0f} img/s")
+            f"lr {m['lr']:.3g}  {m['img_per_s']:.0f} img/s{skipped}")
+
+
+def fmt_duration(seconds):
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 class Progress:
@@ -19,22 +32,30 @@ class Progress:
             from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
             from rich.console import Console
 
-            self.bar = Bar(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                           TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=Console(file=self.stream, emoji=False, markup=False, highlight=False))
+            console = Console(file=self.stream, emoji=False, markup=False, highlight=False)
+            # Step count and ETA first, so that a narrow terminal truncates the metrics, not them.
+            self.bar = Bar(TextColumn("{task.completed}/{task.total}"), BarColumn(bar_width=16),
+                           TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console)
             self.task = self.bar.add_task("train", total=total, completed=initial, info="")
             self.bar.start()
+
+    def tick(self, step):
+        """Every step: moves the bar on a terminal (metrics arrive every train.log_every steps)."""
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step)
 
     def update(self, metrics):
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.update(self.task, completed=metrics["step"], info=fmt_metrics(metrics))
+            info = fmt_metrics(metrics).replace(f"step {metrics['step']}  ", "")
+            self.bar.update(self.task, completed=metrics["step"], info=info)
             return
         now = time.time()
         if now - self.last_print >= self.every_s or metrics["step"] >= self.total:
             self.last_print = now
             eta = metrics.get("eta_s")
-            eta = f"  eta {eta / 60:.1f} min" if eta is not None else ""
+            eta = f"  eta {fmt_duration(eta)}" if eta is not None else ""
             print(f"[train] {fmt_metrics(metrics)}{eta}", file=self.stream, flush=True)
 
     def log(self, text):

@@ -1,9 +1,13 @@
 """The training loop: one or many processes through Accelerate, everything keyed by the global step.
 
 Data order, flips, noise levels and noise draws are pure functions of (seed, step), so a resumed run
-sees exactly the batches an uninterrupted one would, whatever the number of processes.
+sees exactly the batches an uninterrupted one would, whatever the number of processes. The global
+batch (train.batch_size) is split evenly across processes; the learning rate is a function of the
+global step. Layout of the run directory, resume rules and exit codes: docs/training.md.
 """
+import importlib.util
 import json
+import os
 import time
 from pathlib import Path
 
@@ -11,18 +15,20 @@ import numpy as np
 import torch
 
 from .. import data as data_mod
-from ..checkpoint import save_model
-from ..likelihood import normalization_constant
+from ..checkpoint import RAW_FILE, save_model
 from ..nn.build import build_model, count_parameters
-from ..objectives import sample_t, score_matching_loss
+from ..objectives import sample_t
 from ..rng import hash_seed
-from . import checkpoints
+from . import checkpoints, resume as resume_mod, rng_state
+from .dist_eval import normalization_constant
+from .ema import EMA
+from .errors import TrainError  # noqa: F401  (cli.py imports it from here)
+from .guard import SkipCounter
+from .precision import keep_fp32, set_fp32_precision
 from .progress import Progress
 from .schedule import lr_factor
-
-
-class TrainError(RuntimeError):
-    pass
+from .signals import StopRequest
+from .step import train_step, unreached_parameters
 
 
 class IndexSampler:
@@ -57,10 +63,45 @@ def step_noise(step, seed, batch_size, shape, noise_cfg, hflip, device):
     return t, z, flip
 
 
-def make_accelerator(precision):
+# ---- All data access of training is in these two functions. ----
+
+def open_train_data(recipe):
+    train_data = data_mod.open_split(recipe.data.source, recipe.data.train_split, recipe.data.synthetic)
+    if recipe.data.subset:
+        train_data = data_mod.subset(train_data, recipe.data.subset)
+    shape = train_data.shape
+    if recipe.data.hflip and len(shape) != 3:
+        raise TrainError("data.hflip needs image data (C x H x W)")
+    return train_data
+
+
+def local_batch(train_data, sampler, step, recipe, rank, b, device):
+    """This process's share (positions rank*b .. (rank+1)*b) of the global batch of `step`: x, t, z."""
+    pos = sampler.positions(step)[rank * b:(rank + 1) * b]
+    t, z, flip = step_noise(step, recipe.train.seed, sampler.batch_size, train_data.shape, recipe.noise,
+                            recipe.data.hflip, device)
+    t, z = t[rank * b:(rank + 1) * b], z[rank * b:(rank + 1) * b]
+    # Flips are applied to the uint8 rows before the float conversion (data/arrays.py).
+    x = train_data.batch(pos, device, flip=None if flip is None else flip[rank * b:(rank + 1) * b])
+    return x, t, z
+
+
+# ---- Setup ----
+
+def check_world(recipe, world):
+    B = recipe.train.batch_size
+    if B % world:
+        raise TrainError(f"train.batch_size: {B} is not divisible by the number of processes ({world}); "
+                         f"the global batch is split evenly, use a multiple of {world}")
+
+
+def make_accelerator(recipe, run_dir):
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=not torch.cuda.is_available())
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    kwargs = {"log_with": "tensorboard", "project_dir": str(run_dir)} if recipe.train.tensorboard else {}
+    # Precision is the recipe's (train.precision), applied by us: accelerate's own autocast stays off.
+    return Accelerator(mixed_precision="no", cpu=use_cpu or not torch.cuda.is_available(), **kwargs)
 
 
 def build_optimizer(model, optim):
@@ -68,124 +109,187 @@ def build_optimizer(model, optim):
                             weight_decay=optim.weight_decay)
 
 
-def train(recipe, run_dir, resume="auto", command=None, progress=True):
-    """Train `recipe` into `run_dir`; returns a summary dict (also written to run_dir/summary.json)."""
-    acc = make_accelerator(recipe.train.precision)
-    run_dir = Path(run_dir)
-    world, rank = acc.num_processes, acc.process_index
-    B = recipe.train.batch_size
-    if B % world:
-        raise TrainError(f"train.batch_size {B} is not divisible by the number of processes ({world})")
-    b = B // world
+def model_meta(recipe, train_data):
+    return {"recipe": recipe.to_dict(), "shape": list(train_data.shape),
+            "data": data_mod.training_data_info(recipe.data, train_data)}
 
-    train_data = data_mod.open_split(recipe.data.source, recipe.data.train_split, recipe.data.synthetic)
-    if recipe.data.subset:
-        train_data = data_mod.subset(train_data, recipe.data.subset)
+
+def train(recipe, run_dir, resume="auto", command=None, progress=True):
+    """Train `recipe` into `run_dir`; returns a summary dict (also written to run_dir/summary.json).
+
+    A stop signal ends the run early with a checkpoint; the summary then has "stopped" with the exit code.
+    """
+    run_dir = Path(run_dir)
+    check_world(recipe, int(os.environ.get("WORLD_SIZE", "1")))  # before any process group is formed
+    if recipe.train.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise TrainError("train.tensorboard: true needs the tensorboard package (pip install tensorboard)")
+    acc = make_accelerator(recipe, run_dir)
+    world, rank = acc.num_processes, acc.process_index
+    check_world(recipe, world)
+    B, steps = recipe.train.batch_size, recipe.train.steps
+    b = B // world
+    set_fp32_precision(recipe.train.precision == "tf32")
+
+    train_data = open_train_data(recipe)
     shape = train_data.shape
-    if recipe.data.hflip and len(shape) != 3:
-        raise TrainError("data.hflip needs image data (C x H x W)")
+    torch.manual_seed(hash_seed(recipe.train.seed, 5))  # the same initial weights on every process and run
     model = build_model(recipe.model, shape)
     optimizer = build_optimizer(model, recipe.optim)
-    start_step = 0
+    rng_state.seed_all(recipe.train.seed, rank)
+    meta = model_meta(recipe, train_data)
+
+    # Resume before writing anything: a refused checkpoint leaves the run directory untouched.
+    ckpt, warnings = resume_mod.pick_checkpoint(acc, run_dir, resume)
+    start_step, state, ema_weights, restored = 0, {}, None, None
+    if ckpt is not None:
+        start_step, state, ema_weights, restored = resume_mod.load_state(acc, ckpt, model, optimizer, recipe,
+                                                                         len(train_data))
     if acc.is_main_process:
         checkpoints.init_run_dir(run_dir, recipe, command)
+        data_mod.record_subset(run_dir, train_data)  # the chosen indices, for disjointness checks
+        checkpoints.rewind_metrics(run_dir, start_step)
     acc.wait_for_everyone()
-    restored = checkpoints.find_resume(run_dir, resume)
-    if restored is not None:
-        start_step = checkpoints.load_training_state(restored, model, optimizer)
-    model, optimizer = acc.prepare(model, optimizer)
-    sampler = IndexSampler(len(train_data), B, recipe.train.seed)
-    meta_base = {"recipe": recipe.to_dict(), "shape": list(shape), "data": {
-        "source": str(recipe.data.source), "split": recipe.data.train_split, "subset": recipe.data.subset,
-        "fingerprint": train_data.fingerprint, "n": len(train_data), "hflip": recipe.data.hflip}}
 
-    prog = Progress(recipe.train.steps, start_step, enabled=progress and acc.is_main_process)
+    model.to(acc.device)
+    probe = train_data.batch(np.arange(min(2, len(train_data))), acc.device)
+    probe_t = torch.tensor([recipe.noise.t_min, recipe.noise.t_max], device=acc.device)[:len(probe)]
+    probe_z = torch.randn(probe.shape, generator=torch.Generator(acc.device).manual_seed(0), device=acc.device)
+    unreached = unreached_parameters(model, probe, probe_t, probe_z, recipe.loss.mode, recipe.loss.time_weight)
+    named = dict(model.named_parameters())
+    tied = [named[n] for n in unreached]
+    fp32_parts = keep_fp32(model) if recipe.train.precision == "bf16" else []
+    model, optimizer = acc.prepare(model, optimizer)
+    ema = EMA(acc.unwrap_model(model), recipe.train.ema) if recipe.train.ema else None
+    if ckpt is not None:
+        restored.insert(2, resume_mod.restore_ema(ema, ema_weights, state))
+    skips = SkipCounter(recipe.train.max_nonfinite, int(state.get("skipped", 0)))
+    sampler = IndexSampler(len(train_data), B, recipe.train.seed)
+    if recipe.train.tensorboard:
+        acc.init_trackers("tensorboard")
+
+    prog = Progress(steps, start_step, enabled=progress and acc.is_main_process,
+                    every_s=recipe.train.progress_every_s)
     prog.log(f"[train] {run_dir}: {count_parameters(acc.unwrap_model(model)):,} parameters, "
              f"{len(train_data):,} training examples of shape {tuple(shape)}, global batch {B} "
-             f"({world} process{'es' if world > 1 else ''} x {b}), device {acc.device}, {recipe.train.precision}")
-    if restored is not None:
-        prog.log(f"[train] resumed from {restored} at step {start_step} (model, optimizer; data order and noise "
-                 f"follow the step)")
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if acc.is_main_process else None
-    t0, last_t, last_step = time.time(), time.time(), start_step
-    sums = {"loss": 0.0, "space": 0.0, "time": 0.0, "n": 0}
-    step = start_step
-    try:
-        for step in range(start_step, recipe.train.steps):
-            lr = recipe.optim.lr * lr_factor(step, recipe.optim, recipe.train.steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            pos = sampler.positions(step)[rank * b:(rank + 1) * b]
-            x = train_data.batch(pos, acc.device)
-            t, z, flip = step_noise(step, recipe.train.seed, B, shape, recipe.noise, recipe.data.hflip, acc.device)
-            t, z = t[rank * b:(rank + 1) * b], z[rank * b:(rank + 1) * b]
-            if flip is not None:
-                f = flip[rank * b:(rank + 1) * b]
-                x = torch.where(f[:, None, None, None], x.flip(-1), x)
-            with acc.autocast():
-                loss, terms = score_matching_loss(model, x, t, z, recipe.loss.mode, recipe.loss.time_weight)
-            if not torch.isfinite(loss):
-                bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-                raise TrainError(f"non-finite loss at step {step} in the {' and '.join(bad) or 'loss'} term(s), "
-                                 f"t in [{t.min().item():.3g}, {t.max().item():.3g}]")
-            acc.backward(loss)
-            if recipe.optim.grad_clip:
-                acc.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            sums["loss"] += loss.item()
-            sums["space"] += terms["space"].mean().item()
-            sums["time"] += terms["time"].mean().item()
-            sums["n"] += 1
-            done = step + 1
-            if done % recipe.train.log_every == 0 or done == recipe.train.steps:
-                now = time.time()
-                rate = (done - last_step) * B / max(now - last_t, 1e-9)
-                m = {"step": done, "loss": sums["loss"] / sums["n"], "space": sums["space"] / sums["n"],
-                     "time": sums["time"] / sums["n"], "lr": lr, "img_per_s": rate, "elapsed_s": now - t0,
-                     "eta_s": (recipe.train.steps - done) * B / max(rate, 1e-9)}
-                if metrics_file:
-                    metrics_file.write(json.dumps(m) + "\n")
-                    metrics_file.flush()
-                prog.update(m)
-                last_t, last_step = now, done
-                sums = {"loss": 0.0, "space": 0.0, "time": 0.0, "n": 0}
-            if done % recipe.train.ckpt_every == 0 and done != recipe.train.steps:
-                acc.wait_for_everyone()
-                if acc.is_main_process:
-                    checkpoints.save_checkpoint(run_dir, done, acc.unwrap_model(model), optimizer,
-                                                meta_base, recipe.train.keep_last)
-        step = recipe.train.steps
-    finally:
-        prog.close()
-        if metrics_file:
-            metrics_file.close()
+             f"({world} process{'es' if world > 1 else ''} x {b}), device {acc.device}, {recipe.train.precision}, "
+             f"random horizontal flips {'on' if recipe.data.hflip else 'off'}"
+             + (f" (fp32: {', '.join(fp32_parts[:3])}{', ...' if len(fp32_parts) > 3 else ''})" if fp32_parts else ""))
+    for line in warnings:
+        prog.log(line)
+    if unreached:
+        prog.log(f"[train] {len(unreached)} parameter tensors do not reach the loss ({', '.join(unreached[:4])}"
+                 f"{', ...' if len(unreached) > 4 else ''}): tied with weight 0 so that DDP reduces them too")
+    if ckpt is not None:
+        prog.log(f"[train] resumed from {ckpt}: " + "; ".join(restored))
+    elif resume == "auto":
+        prog.log(f"[train] no complete checkpoint in {run_dir / 'checkpoints'}: fresh start at step 0")
 
-    acc.wait_for_everyone()
-    summary = {"run_dir": str(run_dir), "steps": recipe.train.steps, "train_seconds": time.time() - t0}
+    metrics_file = open(run_dir / "metrics.jsonl", "a") if acc.is_main_process else None
+
+    def record(m):
+        if metrics_file:
+            metrics_file.write(json.dumps(m) + "\n")
+            metrics_file.flush()
+        if recipe.train.tensorboard and "loss" in m:
+            acc.log({k: v for k, v in m.items() if k != "step" and v is not None}, step=m["step"])
+
+    t0, last_t, last_step = time.time(), time.time(), start_step
+    sums, done, last_ckpt, stopped = dict(state.get("window", {})), start_step, ckpt, None
+    with StopRequest() as stop:
+        try:
+            for step in range(start_step, steps):
+                lr = recipe.optim.lr * lr_factor(step, recipe.optim, steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, t, z = local_batch(train_data, sampler, step, recipe, rank, b, acc.device)
+                res = train_step(acc, model, optimizer, x, t, z, recipe, tied, ema, stop.requested)
+                done = step + 1
+                prog.tick(done)
+                if res.skipped:
+                    prog.log(skips.skip(done, res.skipped, last_ckpt))  # raises past train.max_nonfinite
+                    record({"step": done, "event": "skipped", "reason": res.skipped, "skipped": skips.skipped})
+                else:
+                    for k in ("loss", "space", "time", "grad_norm"):
+                        sums[k] = sums.get(k, 0.0) + getattr(res, k)
+                    sums["n"] = sums.get("n", 0) + 1
+                if done % recipe.train.log_every == 0 or done == steps:
+                    now = time.time()
+                    rate = (done - last_step) * B / max(now - last_t, 1e-9)
+                    m = {"step": done, **window_means(sums), "lr": lr, "img_per_s": rate, "elapsed_s": now - t0,
+                         "eta_s": (steps - done) * B / max(rate, 1e-9), "skipped": skips.skipped}
+                    record(m)
+                    prog.update(m)
+                    last_t, last_step, sums = now, done, {}
+                if res.stop or (done % recipe.train.ckpt_every == 0 and done < steps):
+                    last_ckpt = resume_mod.save(acc, run_dir, done, model, optimizer, ema, skips.skipped, sums,
+                                                recipe, meta)
+                if res.stop:
+                    stopped = {"signal": stop.name or "signal on another process", "step": done,
+                               "exit_code": stop.exit_code, "checkpoint": str(last_ckpt)}
+                    prog.log(f"[train] {stopped['signal']}: saved {last_ckpt} at step {done}; "
+                             f"continue with --resume auto")
+                    break
+        finally:
+            prog.close()
+            if metrics_file:
+                metrics_file.close()
+            if recipe.train.tensorboard:
+                acc.end_training()
+
+    summary = {"run_dir": str(run_dir), "steps": done, "world_size": world, "rank": rank,
+               "skipped_steps": skips.skipped, "train_seconds": time.time() - t0}
+    if stopped:
+        return {**summary, "stopped": stopped}
+    if done != start_step or not (run_dir / "checkpoints" / f"step-{done:07d}").is_dir():
+        last_ckpt = resume_mod.save(acc, run_dir, done, model, optimizer, ema, skips.skipped, sums, recipe, meta)
+    summary.update(export(acc, model, ema, recipe, meta, run_dir, done, shape, prog))
+    summary["checkpoint"] = str(last_ckpt)
     if acc.is_main_process:
-        net = acc.unwrap_model(model)
-        checkpoints.save_checkpoint(run_dir, step, net, optimizer, meta_base, recipe.train.keep_last)
-        meta = {**meta_base, "step": step}
-        if recipe.model.kind != "denoiser":
-            meta["normalization"] = compute_constant(net, recipe, acc.device, prog)
-        save_model(run_dir / "model.safetensors", net, meta)
-        summary["normalization"] = meta.get("normalization")
-        summary["model"] = str(run_dir / "model.safetensors")
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        checkpoints.write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def compute_constant(model, recipe, device, prog=None):
+def window_means(sums):
+    """Means of the logged quantities over the non-skipped steps of a log window (None if all were skipped)."""
+    n = sums.get("n", 0)
+    return {k: sums[k] / n if n else None for k in ("loss", "space", "time", "grad_norm")}
+
+
+def export(acc, model, ema, recipe, meta, run_dir, step, shape, prog):
+    """model.safetensors (EMA weights when EMA is on, else raw) + model-raw.safetensors when EMA is on, each
+    with its own normalization constant computed by all processes on shards of the evaluation split."""
+    net = acc.unwrap_model(model).eval()
+    exports = [("raw", net, run_dir / RAW_FILE if ema else run_dir / "model.safetensors")]
+    if ema:
+        ema_net = build_model(recipe.model, shape).to(acc.device).eval()
+        ema_net.load_state_dict(ema.state_dict(net))
+        exports.insert(0, ("ema", ema_net, run_dir / "model.safetensors"))
+    out = {}
+    for weights, module, path in exports:
+        m = {**meta, "step": step, "weights": weights}
+        if ema:
+            m["ema"] = ema.info()
+        if recipe.model.kind != "denoiser":
+            m["normalization"] = compute_constant(acc, module, recipe, prog, weights)
+        if acc.is_main_process:
+            save_model(path, module, m)
+        acc.wait_for_everyone()
+        if path.name == "model.safetensors":
+            out.update(model=str(path), weights=weights, normalization=m.get("normalization"))
+        else:
+            out["model_raw"] = str(path)
+    return out
+
+
+def compute_constant(acc, model, recipe, prog=None, weights="raw"):
     """The normalization constant on the evaluation split, stored with the exported model."""
     ev = recipe.eval
     data = data_mod.open_split(recipe.data.source, recipe.data.eval_split, recipe.data.synthetic)
     if ev.n_images:
         data = data.subset(np.arange(min(ev.n_images, len(data))))
-    model.eval()
-    c, se = normalization_constant(model, data, ev.t_max, ev.anchor, ev.batch_size, ev.seed, device)
+    c, se = normalization_constant(acc, model, data, ev.t_max, ev.anchor, ev.batch_size, ev.seed)
     if prog:
-        prog.log(f"[train] normalization constant c = {c:.6g} +- {se:.2g} nats (anchor {ev.anchor}, "
-                 f"t_max {ev.t_max:g}, {len(data)} images of {data.name})")
+        prog.log(f"[train] normalization constant ({weights} weights) c = {c:.6g} +- {se:.2g} nats (anchor "
+                 f"{ev.anchor}, t_max {ev.t_max:g}, {len(data)} images of {data.name})")
     return {"constant": c, "stderr": se, "t_max": ev.t_max, "anchor": ev.anchor, "n_images": len(data),
             "seed": ev.seed, "data": data.name, "data_fingerprint": data.fingerprint}

@@ -17,8 +17,8 @@ class NoiseEmbedding(nn.Module):
 
     kind="paper": s = t (raw variance), 32 frequencies log-spaced 1 .. 0.01, as published; nearly
     constant for t << 1, so the network barely sees small noise levels.
-    kind="logt": s = log(t + 1e-12), 32 frequencies log-spaced 1 .. 0.02, which resolves every decade
-    of t in [1e-12, 1e3].
+    kind="logt": s = log(t + 1e-9), 32 frequencies log-spaced 4 .. 0.04, which resolves every decade
+    of t in [1e-9, 1e3] (the paper's training range) and maps t = 0 to the edge of that range.
     """
 
     def __init__(self, kind="paper", n_freq=32, dim=256):
@@ -26,12 +26,12 @@ class NoiseEmbedding(nn.Module):
         if kind not in ("paper", "logt"):
             raise ValueError(f"unknown noise embedding '{kind}'; expected paper or logt")
         self.kind = kind
-        lo = 0.01 if kind == "paper" else 0.02
-        self.register_buffer("freqs", torch.logspace(0, math.log10(lo), n_freq), persistent=False)
+        hi, lo = (1.0, 0.01) if kind == "paper" else (4.0, 0.04)
+        self.register_buffer("freqs", torch.logspace(math.log10(hi), math.log10(lo), n_freq), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(2 * n_freq, dim), nn.SiLU(), nn.Linear(dim, dim), nn.SiLU())
 
     def forward(self, t):
-        s = t if self.kind == "paper" else torch.log(t + 1e-12)
+        s = t if self.kind == "paper" else torch.log(t + 1e-9)
         arg = s[:, None] * self.freqs.to(s.dtype)
         return self.mlp(torch.cat([arg.cos(), arg.sin()], 1))
 
