@@ -120,9 +120,10 @@ def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed,
                 "note": "mean U(x, t_min) + c over the converged images: the one-shot formula at the ODE's start"}
     result, idx, nll = chosen
     trained = meta["recipe"]["noise"]
-    # The paper's embedding of raw t is flat for t << 1 (t = 0 reads like t_min); log t is not.
-    if estimator != "pf-ode" and t < trained["t_min"] and meta["recipe"]["model"]["embedding"] == "logt" \
-            and meta["recipe"]["model"]["kind"] != "radial":
+    # The paper's embedding of raw t is flat for t << 1 (t = 0 reads like t_min); the logt one reads
+    # log(t + 1e-9) (nn/unet.py), so t = 0 is only safe when t_min is near 1e-9.
+    if estimator != "pf-ode" and (trained["t_min"] + 1e-9) > 2 * (t + 1e-9) \
+            and meta["recipe"]["model"]["embedding"] == "logt" and meta["recipe"]["model"]["kind"] != "radial":
         out["warning"] = (f"t={t:g} is below the trained noise range [{trained['t_min']:g}, {trained['t_max']:g}]: the "
                           "network extrapolates there (log t embedding); compare --estimator pf-ode, which reports the energy at t_min")
     out["nll"] = result.to_dict()

@@ -44,14 +44,21 @@ def train_side(recipe, spec, run_dir, progress=True, log=print):
     r = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, subset=spec))
     model_file = Path(run_dir) / MODEL_FILE
     if model_file.is_file():
-        stored = read_meta(model_file)["recipe"]
+        from ..recipe import RecipeError, recipe_from_dict
+
+        try:  # read with today's defaults, so fields added since then do not count as differences
+            stored = recipe_from_dict(read_meta(model_file)["recipe"]).to_dict()
+        except RecipeError:
+            stored = None
         if stored != r.to_dict():
             raise ValueError(f"{run_dir}: holds a model trained with a different recipe; choose another --out "
                              "or delete that run directory")
         log(f"[generalize] reusing {model_file}")
         return model_file
     log(f"[generalize] training {run_dir} on {spec} ({r.train.steps} steps)")
-    train(r, run_dir, resume="auto", command=f"dsmctl generalize (subset {spec})", progress=progress)
+    summary = train(r, run_dir, resume="auto", command=f"dsmctl generalize (subset {spec})", progress=progress)
+    if summary.get("stopped") or not model_file.is_file():
+        raise KeyboardInterrupt  # stopped by a signal after a checkpoint: run generalize again to resume
     return model_file
 
 
@@ -196,6 +203,11 @@ def run_pair(model_a, model_b, n_eval=500, threshold=DEFAULT_THRESHOLD_DB, batch
     if not all(specs):
         raise ValueError("both models must have been trained on a data.subset (first:N, last:N, random:...)")
     rec = ma["recipe"]["data"]
+    n_train = len(data_mod.open_split(rec["source"], rec["train_split"], rec.get("synthetic")))
+    pa, pb = (set(data_mod.subset_positions(n_train, spec).tolist()) for spec in specs)
+    if pa & pb:
+        raise ValueError(f"{model_a} ({specs[0]}) and {model_b} ({specs[1]}) share {len(pa & pb)} training images; "
+                         "the test needs disjoint subsets")
     n = min(m["data"]["n"] for m in (ma, mb))
     sets = eval_sets(rec["source"], rec["train_split"], rec["eval_split"], specs, rec.get("synthetic"), n_eval)
     row, pi = evaluate_pair(model_a, model_b, sets, n, threshold, batch_size, ma["recipe"]["eval"]["seed"], device, t)
