@@ -63,8 +63,8 @@ def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed,
                          "use --estimator pf-ode (it needs only grad_y)")
     ev = meta["recipe"]["eval"]
     t = ev["t"] if t is None else t
-    if estimator != "one-shot" and t:
-        raise ValueError(f"--estimator {estimator} evaluates clean data (t = 0); --t/--psnr go with one-shot only")
+    if estimator == "dequantized" and t:
+        raise ValueError("--estimator dequantized evaluates clean 8-bit images (t = 0); drop --t/--psnr")
     t_max, anchor = t_max or ev["t_max"], anchor or ev["anchor"]
     n_images = n_images or ev["n_images"]
     batch_size, seed = batch_size or ev["batch_size"], ev["seed"] if seed is None else seed
@@ -109,10 +109,10 @@ def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed,
         res, idx, energy, nfe, status = pf_ode_nll(
             model, data, prior, t_min, kw["t_max"], o.get("rtol", 1e-5), o.get("atol", 1e-5), probes, batch_size, seed,
             device, max_steps=o.get("max_steps", 1000), prior_name=prior_text(anchor, kw["t_max"]),
-            progress=lambda k, n: log(f"[pf-ode] {k}/{n} images"))
+            progress=lambda k, n: log(f"[pf-ode] {k}/{n} images"), noisy_t=t)
         out["seconds"]["pf-ode"] = res.seconds
         chosen, extra = (res, idx, energy), {"nfe": nfe.tolist(), "status": status.tolist()}
-        if constant is not None:  # the network's own energy at the ODE's start: separates t_min -> 0 extrapolation
+        if constant is not None and not t:  # the network's energy at the ODE's start: separates t_min -> 0
             u = clean_energies(model, data, t_min, batch_size, device)
             ok = status == 0
             out["energy_at_t_min"] = {"t": t_min, "bits_per_dim": units.bits_per_dim(
@@ -222,7 +222,9 @@ def protocol_text(estimator, r):
         div = "exact trace" if r.divergence == "exact" else f"Hutchinson, {r.probes} Rademacher probe(s) per image (seed {r.seed})"
         quant = f", +{r.quantization_bits} bits/dim for {r.quantization_bits}-bit data" if r.quantization_bits else ""
         bad = f"; {r.n_images - r.n_converged} image(s) NOT converged, excluded" if r.n_converged < r.n_images else ""
-        return (f"PF-ODE NLL of log p_t_min(x), t_min={r.t_min:g} to t_max={r.t_max:g}, prior {r.prior}; divergence by "
+        start = (f"cross-entropy of the noisy images at t={r.noisy_t:g} (noise keyed by index as the one-shot's), "
+                 f"ODE from t={r.t_min:g}" if r.noisy_t else f"log p_t_min(x) of the clean images, t_min={r.t_min:g}")
+        return (f"PF-ODE NLL: {start} to t_max={r.t_max:g}, prior {r.prior}; divergence by "
                 f"{div}; Dormand-Prince 5(4) in log t, rtol={r.rtol:g} atol={r.atol:g}; {r.nfe_mean:.1f} function "
                 f"evaluations per image (max {r.nfe_max}); {r.n_converged}/{r.n_images} images of {r.data} "
                 f"(fingerprint {r.data_fingerprint}){quant}{bad}")

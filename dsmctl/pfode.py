@@ -198,6 +198,7 @@ class ODEResult:
     seed: int
     data: str
     data_fingerprint: str | None
+    noisy_t: float = 0.0  # > 0: evaluated on noisy images y = x + sqrt(noisy_t) z, the ODE starting at noisy_t
     not_converged: list = field(default_factory=list)  # [{"index": i, "reason": ...}]
 
     def to_dict(self):
@@ -246,22 +247,31 @@ def anchor_prior(anchor, data, shape=None, max_images=20_000):
 
 
 def pf_ode_nll(model, data, prior, t_min=1e-9, t_max=1e3, rtol=1e-5, atol=1e-5, probes=None, batch_size=64,
-               seed=0, device=None, dtype=torch.float32, max_steps=1000, prior_name="given", progress=None):
-    """PF-ODE NLL over a dataset; t = 0 conventions as the one-shot (+8 bits/dim for 8-bit data).
+               seed=0, device=None, dtype=torch.float32, max_steps=1000, prior_name="given", progress=None,
+               noisy_t=0.0):
+    """PF-ODE NLL over a dataset.
 
-    prior: a density answering prior(y, t, need=("energy",)) (e.g. likelihood.anchor_prior()).
+    noisy_t = 0: log p_t_min of the clean images, with the one-shot's t = 0 conventions (+8 bits/dim for 8-bit
+    data). noisy_t > 0: the cross-entropy of the noisy images y = x + sqrt(noisy_t) z (z keyed by index exactly
+    as the one-shot --t draws it), the ODE starting at y and t = noisy_t (continuous density, no +8).
+    prior: a density answering prior(y, t, need=("energy",)) (e.g. anchor_prior()).
     Returns (ODEResult, indices, energies, nfe, status).
     """
     from .data.arrays import ArrayData
+    from .likelihood import NOISE_STREAM
+    from .rng import indexed_normal
 
     data = ArrayData.wrap(data)
+    t_start = noisy_t if noisy_t > 0 else t_min
     t0 = time.time()
     batches = []
     for idx, x in data.batches(batch_size, device, dtype):
-        batches.append(pf_ode_energies(model, x, idx, prior, t_min, t_max, rtol, atol, probes, seed, max_steps))
+        if noisy_t > 0:
+            x = x + math.sqrt(noisy_t) * indexed_normal(idx, data.shape, seed, NOISE_STREAM, dtype, device)
+        batches.append(pf_ode_energies(model, x, idx, prior, t_start, t_max, rtol, atol, probes, seed, max_steps))
         if progress:
             progress(sum(len(b.indices) for b in batches), len(data))
-    return summarize(batches, d=data.d, quantization_bits=data.quantization_bits, elapsed=time.time() - t0,
-                     t_min=float(t_min), t_max=float(t_max), prior=prior_name,
+    return summarize(batches, d=data.d, quantization_bits=None if noisy_t > 0 else data.quantization_bits,
+                     elapsed=time.time() - t0, t_min=float(t_start), t_max=float(t_max), prior=prior_name,
                      divergence="exact" if not probes else "hutchinson", probes=int(probes or 0), rtol=rtol,
-                     atol=atol, seed=seed, data=data.name, data_fingerprint=data.fingerprint)
+                     atol=atol, seed=seed, data=data.name, data_fingerprint=data.fingerprint, noisy_t=float(noisy_t))

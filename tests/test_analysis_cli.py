@@ -78,7 +78,7 @@ def test_eval_nll_denoising_curve(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--estimator", "bogus"], "--estimator"),
-    (["--estimator", "pf-ode", "--t", "0.1"], "t = 0"),
+    (["--estimator", "dequantized", "--t", "0.1"], "t = 0"),
     (["--estimator", "pf-ode", "--rtol", "0"], "--rtol"),
     (["--denoising-curve", "--psnr-grid", "a,b"], "--psnr-grid"),
 ])
