@@ -19,9 +19,11 @@ def run(recipe, out, overrides):
 
 def test_gsm1000_dual_recovers_the_true_nll_and_single_does_not(tmp_path):
     """Dual SM within 0.01 nats/dim of the truth (paper: 2.0975 vs 2.1115); single SM off by >> 0.1."""
-    short = ["train.batch_size=256", "train.ckpt_every=100000", "train.log_every=1000"]
-    dual = run("gsm1000.yaml", tmp_path / "dual", ["train.steps=4000", *short])
-    single = run("gsm1000.yaml", tmp_path / "single", ["loss.mode=single", "train.steps=1500", *short])
+    quiet = ["train.ckpt_every=100000", "train.log_every=1000"]
+    # The recipe as is for dual (a 4k-step run is still 0.38 nats/dim off at small t: the time score needs
+    # the full schedule); single SM is off by >> 0.1 however long it trains, so it gets a short run.
+    dual = run("gsm1000.yaml", tmp_path / "dual", quiet)
+    single = run("gsm1000.yaml", tmp_path / "single", ["loss.mode=single", "train.steps=1500", *quiet])
     gap_dual = dual["nll"]["nats_per_dim"] - dual["truth"]["nats_per_dim"]
     gap_single = single["nll"]["nats_per_dim"] - single["truth"]["nats_per_dim"]
     print(f"GSM d=1000: dual - truth = {gap_dual:+.4f}, single - truth = {gap_single:+.4f} nats/dim")
