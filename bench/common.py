@@ -1,0 +1,158 @@
+"""Shared pieces of the benchmarks: device and threads, models and batches, timing, machine info, RESULTS.md.
+
+Benchmarks are scripts, not tests: they print a table and append a section to bench/RESULTS.md with the
+machine, versions, date, load and median/min/max over repeats.
+"""
+import copy
+import datetime
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dsmctl.nn.energy import DenoiserModel, EnergyModel  # noqa: E402
+from dsmctl.nn.unet import UNet  # noqa: E402
+from dsmctl.objectives import sample_t, score_matching_loss  # noqa: E402
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+PAPER = {"widths": (64, 128, 256), "mid": 512, "side": 64, "channels": 3, "batch": 128}
+
+
+def pick_device(name="auto", threads=1):
+    """'auto' = cuda if available else cpu. On the CPU, use `threads` intra-op threads (recorded in the results).
+
+    One thread is the default on a shared CPU: with several busy processes per core, every parallel region of a
+    2-thread op waits at its barrier for a descheduled sibling, which made steps ~5x slower here."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("error: --device cuda: no CUDA device visible to torch (torch.cuda.is_available() is False)")
+    torch.set_num_threads(threads)
+    if name.startswith("cuda"):
+        # The paper's protocol is fp32; say so explicitly rather than inherit cuDNN's TF32 default.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+    return torch.device(name)
+
+
+def make_models(channels=3, widths=PAPER["widths"], mid=PAPER["mid"], layers=3, device="cpu", seed=0,
+                channels_last=False):
+    """An energy model and a denoiser twin with the same UNet architecture and the same initial weights."""
+    torch.manual_seed(seed)
+    net = UNet(channels, widths, mid, layers)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    energy = EnergyModel(net).to(device, memory_format=fmt)
+    denoiser = DenoiserModel(copy.deepcopy(net)).to(device, memory_format=fmt)
+    return energy, denoiser
+
+
+def make_batch(batch, channels, side, device="cpu", seed=0, channels_last=False):
+    """x uniform in [0, 1], t log-uniform on the paper's [1e-9, 1e3], z standard normal."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, channels, side, side, generator=g)
+    z = torch.randn(batch, channels, side, side, generator=g)
+    t = sample_t(batch, 1e-9, 1e3, generator=g)
+    if channels_last:
+        x, z = x.to(memory_format=torch.channels_last), z.to(memory_format=torch.channels_last)
+    return x.to(device), t.to(device), z.to(device)
+
+
+def train_step(model, mode, x, t, z, optimizer=None):
+    """Loss (dual: with the double backward; single: the denoiser's space term), backward, optional Adam step."""
+    loss, _ = score_matching_loss(model, x, t, z, mode)
+    loss.backward()
+    if optimizer is not None:
+        optimizer.step()
+    model.zero_grad(set_to_none=True)
+    return loss
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def summary(values):
+    return statistics.median(values), min(values), max(values)
+
+
+def fmt_stats(values, scale=1.0, digits=3):
+    med, lo, hi = summary([v * scale for v in values])
+    return f"{med:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def loadavg():
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(device):
+    """One line for the machine, one for the versions."""
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        where = f"GPU {p.name} ({p.total_memory / 2**30:.0f} GiB), host {cpu_name()}, {os.cpu_count()} CPUs"
+    else:
+        where = (f"CPU {cpu_name()}, {os.cpu_count()} CPUs visible, torch intra-op threads "
+                 f"{torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    versions = f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"
+    if device.type == "cuda":
+        versions += f", CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+    return f"{where}; {platform.platform()}", versions
+
+
+def append_results(title, device, lines, table, note="", load=None):
+    """Append a section to bench/RESULTS.md: title, machine, versions, date, load, free lines, a markdown table."""
+    where, versions = machine(device)
+    out = [f"\n## {title}, {datetime.datetime.now().isoformat(timespec='minutes')}\n",
+           f"- machine: {where}", f"- versions: {versions}"]
+    if load is not None:
+        out.append(f"- load average (1 min) before/after: {load[0]:.1f} / {load[1]:.1f}"
+                   + ("" if device.type == "cuda" else f" on {os.cpu_count()} CPUs (other processes share them: "
+                      "absolute times are inflated, ratios of interleaved runs are fairer)"))
+    out += [f"- {line}" for line in lines]
+    if note:
+        out.append(f"- note: {note}")
+    out += ["", "| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in table[1:]]
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmarks\n")
+    RESULTS.write_text(RESULTS.read_text() + "\n".join(out) + "\n")
+    print(f"appended to {RESULTS}")
+
+
+def print_table(table):
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
+    for j, row in enumerate(table):
+        print("  ".join(str(c).rjust(w) if j else str(c).ljust(w) for c, w in zip(row, widths)))
