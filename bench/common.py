@@ -7,7 +7,6 @@ import copy
 import datetime
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -18,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dsmctl.nn.energy import DenoiserModel, EnergyModel  # noqa: E402
-from dsmctl.nn.unet import UNet  # noqa: E402
+from dsmctl.nn.unet import GainNorm, UNet  # noqa: E402
 from dsmctl.objectives import sample_t, score_matching_loss  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -44,10 +43,15 @@ def pick_device(name="auto", threads=1):
 
 
 def make_models(channels=3, widths=PAPER["widths"], mid=PAPER["mid"], layers=3, device="cpu", seed=0,
-                channels_last=False):
-    """An energy model and a denoiser twin with the same UNet architecture and the same initial weights."""
+                channels_last=False, fused=True):
+    """An energy model and a denoiser twin with the same UNet architecture and the same initial weights.
+
+    fused=False: the plain-autograd GainNorm + GELU (the reference) instead of nn/fused.py."""
     torch.manual_seed(seed)
     net = UNet(channels, widths, mid, layers)
+    for m in net.modules():
+        if isinstance(m, GainNorm):
+            m.fused = fused
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     energy = EnergyModel(net).to(device, memory_format=fmt)
     denoiser = DenoiserModel(copy.deepcopy(net)).to(device, memory_format=fmt)
@@ -75,6 +79,25 @@ def train_step(model, mode, x, t, z, optimizer=None):
     return loss
 
 
+def graph_mib(model, mode, x, t, z):
+    """MiB of tensors autograd holds for the backward when the loss is formed (activations, deduplicated by
+    storage, weights excluded): deterministic, the same on every device, comparable across code versions."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss, _ = score_matching_loss(model, x, t, z, mode)
+    model.zero_grad(set_to_none=True)
+    del loss
+    return sum(seen.values()) / 2**20
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -97,8 +120,13 @@ def fmt_stats(values, scale=1.0, digits=3):
     return f"{med:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss_mib(field="VmRSS"):
+    """This process's resident set (VmRSS) or its peak (VmHWM), MiB. VmHWM belongs to the address space, so
+    unlike getrusage's ru_maxrss it does not inherit the parent's size across fork + exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def loadavg():

@@ -8,11 +8,12 @@ simple roofline turns them into a *modeled* GPU time (stated as such; the parame
 
   time = conv/matmul FLOPs / flops + other bytes / bandwidth + kernels * launch
 
-  python bench/opcount.py                          # paper UNet, 64x64 colour, batch 8 (counts scale with batch)
-  python bench/opcount.py --side 32 --batch 4 --top 25   # also list the most expensive non-conv ops
+  python bench/opcount.py                         # paper UNet, 64x64 colour, batch 128 (from batches 1 and 2)
+  python bench/opcount.py --reference-norm --top 25   # the plain-autograd norm; list the costliest non-conv ops
 """
 import argparse
 import collections
+import json
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import make_models, make_batch, train_step  # noqa: E402
+from bench.common import make_batch, make_models, train_step  # noqa: E402
 
 FREE = {"aten.detach.default", "aten.empty.memory_format", "aten.empty_strided.default", "aten.lift_fresh.default",
         "aten._to_copy.default:noop", "aten.set_.source_Storage", "aten.zeros_like.default:free"}
@@ -67,7 +68,16 @@ def count(model, mode, x, t, z):
             "by_op": dict(counter.by_op)}
 
 
+def extrapolate(c1, c2, b1, b2, batch):
+    """Every op's size is affine in the batch, so two counts give the exact count at any batch."""
+    f = (batch - b1) / (b2 - b1)
+    out = {k: c1[k] + f * (c2[k] - c1[k]) for k in ("kernels", "flops", "bytes")}
+    out["by_op"] = {k: [n, b + f * (c2["by_op"].get(k, [0, b])[1] - b)] for k, (n, b) in c1["by_op"].items()}
+    return out
+
+
 def modeled_seconds(c, flops_per_s, bytes_per_s, launch_s):
+    """Roofline time of one step: conv/matmul FLOPs + other bytes + kernel launches, no overlap."""
     return c["flops"] / flops_per_s + c["bytes"] / bytes_per_s + c["kernels"] * launch_s
 
 
@@ -75,30 +85,38 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--side", type=int, default=64)
     ap.add_argument("--channels", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=128, help="batch of the counts (extrapolated from batches 1 and 2)")
     ap.add_argument("--widths", default="64,128,256,512", help="encoder widths then the middle width")
     ap.add_argument("--flops", type=float, default=50e12, help="model: sustained conv FLOP/s (H100 fp32 ~ 50e12)")
     ap.add_argument("--bandwidth", type=float, default=2.5e12, help="model: sustained bytes/s (H100 HBM3 ~ 2.5e12)")
     ap.add_argument("--launch", type=float, default=5e-6, help="model: seconds per kernel launch")
+    ap.add_argument("--reference-norm", action="store_true",
+                    help="plain-autograd GainNorm + GELU instead of the fused node (nn/fused.py)")
+    ap.add_argument("--json", help="also write the counts to this file")
     ap.add_argument("--top", type=int, default=0, help="list the N non-conv ops that move the most bytes")
     args = ap.parse_args()
     torch.set_num_threads(1)
     widths = tuple(int(w) for w in args.widths.split(","))
-    energy, denoiser = make_models(args.channels, widths[:-1], widths[-1])
-    x, t, z = make_batch(args.batch, args.channels, args.side)
-    res = {"energy (dual)": count(energy, "dual", x, t, z), "denoiser (single)": count(denoiser, "single", x, t, z)}
-    print(f"one training step, UNet widths {widths}, {args.channels}x{args.side}x{args.side}, batch {args.batch}")
+    energy, denoiser = make_models(args.channels, widths[:-1], widths[-1], fused=not args.reference_norm)
+    res = {}
+    for name, model, mode in (("energy (dual)", energy, "dual"), ("denoiser (single)", denoiser, "single")):
+        c1, c2 = (count(model, mode, *make_batch(b, args.channels, args.side)) for b in (1, 2))
+        res[name] = extrapolate(c1, c2, 1, 2, args.batch)
+    roof = (args.flops, args.bandwidth, args.launch)
+    print(f"one training step (loss + backward, no optimizer), UNet widths {widths}, "
+          f"{args.channels}x{args.side}x{args.side}, batch {args.batch}"
+          + (", reference (unfused) norm" if args.reference_norm else ", fused norm"))
     print(f"{'step':18s} {'kernels':>8s} {'conv+mm GFLOP':>14s} {'other GB':>9s} {'modeled ms':>11s}")
     for k, c in res.items():
-        ms = 1e3 * modeled_seconds(c, args.flops, args.bandwidth, args.launch)
-        print(f"{k:18s} {c['kernels']:8d} {c['flops'] / 1e9:14.2f} {c['bytes'] / 1e9:9.3f} {ms:11.2f}")
+        ms = 1e3 * modeled_seconds(c, *roof)
+        print(f"{k:18s} {c['kernels']:8.0f} {c['flops'] / 1e9:14.1f} {c['bytes'] / 1e9:9.2f} {ms:11.1f}")
     e, d = res.values()
-    ratio = modeled_seconds(e, args.flops, args.bandwidth, args.launch) / modeled_seconds(d, args.flops, args.bandwidth,
-                                                                                         args.launch)
-    print(f"ratios energy/denoiser: kernels {e['kernels'] / d['kernels']:.2f}, FLOPs {e['flops'] / d['flops']:.2f}, "
-          f"bytes {e['bytes'] / d['bytes']:.2f}; modeled time {ratio:.2f} "
-          f"(roofline: {args.flops:.3g} FLOP/s, {args.bandwidth:.3g} B/s, {args.launch * 1e6:g} us/kernel; a model, "
-          f"not a measurement)")
+    ratio = modeled_seconds(e, *roof) / modeled_seconds(d, *roof)
+    print(f"energy/denoiser: kernels {e['kernels'] / d['kernels']:.2f}, FLOPs {e['flops'] / d['flops']:.2f}, "
+          f"bytes {e['bytes'] / d['bytes']:.2f}; modeled time {ratio:.2f} (roofline {args.flops:.3g} FLOP/s, "
+          f"{args.bandwidth:.3g} B/s, {args.launch * 1e6:g} us/kernel: a model, not a measurement)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "modeled_ratio": ratio, **res}, indent=1))
     if args.top:
         for k, c in res.items():
             print(f"\n{k}: top non-conv ops by bytes")

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused import norm_gelu
+
 
 class NoiseEmbedding(nn.Module):
     """emb(t) = SiLU(W2 SiLU(W1 phi(t))), phi = [cos(w_k s), sin(w_k s)].
@@ -58,18 +60,22 @@ class GainNorm(nn.Module):
 
     (x_c - mu_c) * sqrt(mean_c' v_c' / (v_c + eps) + eps) * gain_c: channels are brought to the mean channel
     variance (so the overall scale of x passes through), then multiplied by gain = w (1 + e(t)) (NoiseGains).
-    One var_mean pass for the statistics, and the per-channel factors are multiplied together before touching
-    the full-size tensor: fewer full-size ops in the forward and, above all, in the double backward.
+    With gelu=True it also applies the GELU that follows every norm in the UNet; `fused` then runs both as one
+    autograd node with hand-written first and second derivatives (nn/fused.py), the same function with far
+    fewer kernels in the energy step's double backward. fused=False is the plain-autograd reference.
     """
 
-    def __init__(self, eps=1e-5):
+    def __init__(self, eps=1e-5, fused=True):
         super().__init__()
-        self.eps = eps
+        self.eps, self.fused = eps, fused
 
-    def forward(self, x, gain):
+    def forward(self, x, gain, gelu=False):
+        if gelu and self.fused:
+            return norm_gelu(x, gain, self.eps)
         var, mu = torch.var_mean(x, (2, 3), correction=0, keepdim=True)
         scale = (var.mean(1, keepdim=True) / (var + self.eps) + self.eps).sqrt()
-        return (x - mu) * (scale * gain[:, :, None, None])
+        x = (x - mu) * (scale * gain[:, :, None, None])  # per-channel factors first: one full-size multiply
+        return F.gelu(x) if gelu else x
 
 
 class Layer(nn.Module):
@@ -87,7 +93,7 @@ class Layer(nn.Module):
         self.norm = GainNorm()
 
     def forward(self, x, gain):
-        return F.gelu(self.norm(self.conv(x), gain))
+        return self.norm(self.conv(x), gain, gelu=True)
 
 
 class UNet(nn.Module):
