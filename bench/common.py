@@ -20,7 +20,7 @@ from dsmctl.nn.energy import DenoiserModel, EnergyModel  # noqa: E402
 from dsmctl.nn.unet import GainNorm, UNet  # noqa: E402
 from dsmctl.objectives import sample_t, score_matching_loss  # noqa: E402
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+RESULTS = Path(os.environ.get("DSMCTL_BENCH_RESULTS") or Path(__file__).with_name("RESULTS.md"))
 PAPER = {"widths": (64, 128, 256), "mid": 512, "side": 64, "channels": 3, "batch": 128}
 
 
@@ -180,7 +180,9 @@ def append_results(title, device, lines, table, note="", load=None):
     print(f"appended to {RESULTS}")
 
 
-def print_table(table):
+def print_table(table, left=(0,)):
+    """Plain-text table; the header and the columns in `left` are left-aligned, the rest right-aligned."""
     widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
     for j, row in enumerate(table):
-        print("  ".join(str(c).rjust(w) if j else str(c).ljust(w) for c, w in zip(row, widths)))
+        print("  ".join(str(c).ljust(w) if i in left or j == 0 else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths))).rstrip())

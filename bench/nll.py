@@ -17,6 +17,7 @@ its signature accepts them, and must return an object or dict with bits_per_dim 
 import argparse
 import importlib
 import inspect
+import json
 import math
 import sys
 import time
@@ -92,7 +93,7 @@ def default_setup(args, device):
     x = rng.integers(0, 256, (args.n_images, args.channels, args.side, args.side), dtype=np.uint8)
     torch.manual_seed(0)
     widths = tuple(int(w) for w in args.widths.split(","))
-    model = EnergyModel(UNet(args.channels, widths[:-1], widths[-1], 2)).to(device).eval()
+    model = EnergyModel(UNet(args.channels, widths[:-1], widths[-1], args.layers)).to(device).eval()
     return model, ArrayData(x, name=f"random uint8 {args.channels}x{args.side}x{args.side}"), "untrained"
 
 
@@ -112,6 +113,8 @@ def main():
     ap.add_argument("--widths", default="16,32,64", help="default setup: encoder widths then middle width")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=3, help="default setup: layers per block (paper: 3)")
+    ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--note", default="")
     args = ap.parse_args()
@@ -189,6 +192,10 @@ def main():
     print_table(table)
     for line in lines:
         print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"what": what, "n_images": n, "shape": list(data.shape), "lines": lines,
+                                               "results": {k: dict(zip(("bits_per_dim", "evals_per_image", "seconds"), v))
+                                                           for k, v in results.items()}}, indent=1))
     if not args.no_append:
         append_results("nll.py: one-shot NLL vs PF-ODE", device, lines, table, args.note, (load0, load1))
 

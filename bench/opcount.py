@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import make_batch, make_models, train_step  # noqa: E402
+from bench.common import append_results, make_batch, make_models, train_step  # noqa: E402
 
 FREE = {"aten.detach.default", "aten.empty.memory_format", "aten.empty_strided.default", "aten.lift_fresh.default",
         "aten._to_copy.default:noop", "aten.set_.source_Storage", "aten.zeros_like.default:free"}
@@ -93,6 +93,8 @@ def main():
     ap.add_argument("--reference-norm", action="store_true",
                     help="plain-autograd GainNorm + GELU instead of the fused node (nn/fused.py)")
     ap.add_argument("--json", help="also write the counts to this file")
+    ap.add_argument("--no-append", action="store_true", help="print only; do not append to bench/RESULTS.md")
+    ap.add_argument("--note", default="")
     ap.add_argument("--top", type=int, default=0, help="list the N non-conv ops that move the most bytes")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -117,6 +119,19 @@ def main():
           f"{args.bandwidth:.3g} B/s, {args.launch * 1e6:g} us/kernel: a model, not a measurement)")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "modeled_ratio": ratio, **res}, indent=1))
+    if not args.no_append:
+        table = [["step", "kernels", "conv+mm GFLOP", "other GB", "modeled ms"]]
+        table += [[k, f"{c['kernels']:.0f}", f"{c['flops'] / 1e9:,.1f}", f"{c['bytes'] / 1e9:,.2f}",
+                   f"{1e3 * modeled_seconds(c, *roof):.1f}"] for k, c in res.items()]
+        table.append(["energy / denoiser", f"{e['kernels'] / d['kernels']:.2f}", f"{e['flops'] / d['flops']:.2f}",
+                      f"{e['bytes'] / d['bytes']:.2f}", f"{ratio:.2f}"])
+        lines = [f"counts of one loss + backward (no optimizer) at {args.channels}x{args.side}x{args.side}, batch "
+                 f"{args.batch} (exact: extrapolated from batches 1 and 2), UNet widths {widths}, "
+                 + ("plain-autograd (reference) norm" if args.reference_norm else "fused norm (nn/fused.py)"),
+                 f"modeled ms = a roofline, NOT a measurement: {args.flops:.3g} conv FLOP/s + {args.bandwidth:.3g} B/s "
+                 f"+ {args.launch * 1e6:g} us per kernel, no overlap; machine-independent counts"]
+        append_results("opcount.py: kernels, FLOPs and bytes of one training step", torch.device("cpu"), lines,
+                       table, args.note)
     if args.top:
         for k, c in res.items():
             print(f"\n{k}: top non-conv ops by bytes")

@@ -57,27 +57,31 @@ def time_step(model, mode, opt, batch, device):
     return backward_done - start, time.perf_counter() - start
 
 
-def measure(device, side, batch, mult, channels, repeats, warmup, channels_last, fused=True):
+def measure(device, side, batch, mult, channels, repeats, warmup, channels_last, fused=True, also_reference=False):
+    """Times of interleaved steps of every model: energy and denoiser, and their reference-norm twins if asked."""
     widths, mid = widths_for(mult)
-    models = dict(zip(KINDS, make_models(channels, widths, mid, device=device, channels_last=channels_last,
-                                         fused=fused)))
+    variants = [("", fused)] + ([("-reference", False)] if also_reference else [])
+    models = {}
+    for suffix, f in variants:
+        e, d = make_models(channels, widths, mid, device=device, channels_last=channels_last, fused=f)
+        models[f"energy{suffix}"], models[f"denoiser{suffix}"] = e, d
+    mode = {k: KINDS[k.split("-")[0]] for k in models}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-5) for k, m in models.items()}
     data = make_batch(batch, channels, side, device, channels_last=channels_last)
     for _ in range(warmup):
-        for k in KINDS:
-            time_step(models[k], KINDS[k], opts[k], data, device)
-    times = {k: [] for k in KINDS}
+        for k in models:
+            time_step(models[k], mode[k], opts[k], data, device)
+    times = {k: [] for k in models}
     for r in range(repeats):
-        order = list(KINDS) if r % 2 == 0 else list(reversed(KINDS))
-        for k in order:
-            times[k].append(time_step(models[k], KINDS[k], opts[k], data, device))
-    graph = {k: graph_mib(models[k], KINDS[k], *data) for k in KINDS}
+        for k in (list(models) if r % 2 == 0 else list(reversed(models))):
+            times[k].append(time_step(models[k], mode[k], opts[k], data, device))
+    graph = {k: graph_mib(models[k], mode[k], *data) for k in models}
     memory = {}
     if device.type == "cuda":
-        for k in KINDS:
+        for k in models:
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-            time_step(models[k], KINDS[k], opts[k], data, device)
+            time_step(models[k], mode[k], opts[k], data, device)
             memory[k] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     return {"widths": widths, "mid": mid, "params": count_parameters(models["energy"]), "times": times,
             "graph": graph, "memory": memory}
@@ -106,6 +110,21 @@ def cpu_memory(side, batch, mult, channels, threads, fused):
     return out
 
 
+def table_row(r, suffix, side, batch, channels):
+    e, d = r["times"][f"energy{suffix}"], r["times"][f"denoiser{suffix}"]
+    ratio = [a[0] / b[0] for a, b in zip(e, d)]
+    ratio_full = [a[1] / b[1] for a, b in zip(e, d)]
+    em, dm = summary([a[1] for a in e]), summary([b[1] for b in d])
+    mem, graph = r["memory"], r["graph"]
+    norm = " (reference norm)" if suffix else ""
+    return [f"{channels}x{side}x{side}{norm}", "/".join(map(str, (*r["widths"], r["mid"]))), f"{r['params']:,}", batch,
+            f"{em[0]:.3g} [{em[1]:.3g}, {em[2]:.3g}]", f"{dm[0]:.3g} [{dm[1]:.3g}, {dm[2]:.3g}]",
+            "{:.2f} [{:.2f}, {:.2f}]".format(*summary(ratio)), "{:.2f} [{:.2f}, {:.2f}]".format(*summary(ratio_full)),
+            f"{batch / em[0]:,.1f}", f"{batch / dm[0]:,.1f}",
+            f"{graph[f'energy{suffix}']:,.0f} / {graph[f'denoiser{suffix}']:,.0f}",
+            f"{mem[f'energy{suffix}']:,.0f} / {mem[f'denoiser{suffix}']:,.0f}" if f"energy{suffix}" in mem else "-"]
+
+
 def floats(s, tp=float):
     return [tp(v) for v in s.split(",") if v]
 
@@ -123,6 +142,8 @@ def main():
     ap.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs")
     ap.add_argument("--reference-norm", action="store_true",
                     help="plain-autograd GainNorm + GELU instead of the fused node (nn/fused.py)")
+    ap.add_argument("--also-reference", action="store_true",
+                    help="also time reference-norm twins, interleaved with the rest, and report the fused speedup")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     ap.add_argument("--no-append", action="store_true", help="print only; do not append to bench/RESULTS.md")
     ap.add_argument("--title", default="step.py: energy (dual) vs denoiser training step")
@@ -141,33 +162,29 @@ def main():
     load0 = loadavg()
     table = [["size", "widths", "params", "batch", "energy s/step", "denoiser s/step", "ratio fwd+bwd",
               "ratio full", "energy img/s", "denoiser img/s", "graph MiB E / D", "peak MiB E / D"]]
-    raw = []
+    raw, speedups = [], []
     for side in floats(args.sides, int):
         for mult in floats(args.width_mults):
             for batch in floats(args.batches, int):
                 r = measure(device, side, batch, mult, args.channels, args.repeats, args.warmup, args.channels_last,
-                            not args.reference_norm)
+                            not args.reference_norm, args.also_reference)
                 if not args.no_memory and device.type == "cpu":
                     r["memory"] = cpu_memory(side, batch, mult, args.channels, args.threads, not args.reference_norm)
-                e, d = r["times"]["energy"], r["times"]["denoiser"]
-                ratio = [a[0] / b[0] for a, b in zip(e, d)]
-                ratio_full = [a[1] / b[1] for a, b in zip(e, d)]
-                em, dm = summary([a[1] for a in e]), summary([b[1] for b in d])
-                mem, graph = r["memory"], r["graph"]
-                row = [f"{args.channels}x{side}x{side}", "/".join(map(str, (*r["widths"], r["mid"]))),
-                       f"{r['params']:,}", batch,
-                       f"{em[0]:.3g} [{em[1]:.3g}, {em[2]:.3g}]", f"{dm[0]:.3g} [{dm[1]:.3g}, {dm[2]:.3g}]",
-                       "{:.2f} [{:.2f}, {:.2f}]".format(*summary(ratio)),
-                       "{:.2f} [{:.2f}, {:.2f}]".format(*summary(ratio_full)),
-                       f"{batch / em[0]:,.1f}", f"{batch / dm[0]:,.1f}",
-                       f"{graph['energy']:,.0f} / {graph['denoiser']:,.0f}",
-                       f"{mem['energy']:,.0f} / {mem['denoiser']:,.0f}" if mem else "-"]
-                table.append(row)
-                print_table([table[0], row])
+                for suffix in ("", "-reference") if args.also_reference else ("",):
+                    row = table_row(r, suffix, side, batch, args.channels)
+                    table.append(row)
+                    print_table([table[0], row])
+                if args.also_reference:
+                    for kind in KINDS:
+                        sp = [b[0] / a[0] for a, b in zip(r["times"][kind], r["times"][f"{kind}-reference"])]
+                        speedups.append(f"{args.channels}x{side}x{side} w{mult:g} batch {batch}: {kind} fwd+bwd "
+                                        "reference/fused = {:.2f} [{:.2f}, {:.2f}]".format(*summary(sp)))
                 raw.append({"side": side, "batch": batch, "width_mult": mult, **r})
     load1 = loadavg()
     print()
     print_table(table)
+    for line in speedups:
+        print(line)
     print(f"load average before/after: {load0:.1f} / {load1:.1f}; device {device}, "
           f"threads {torch.get_num_threads()}; times: median [min, max] of {args.repeats} interleaved steps")
     if args.json:
@@ -181,7 +198,7 @@ def main():
                  "memory: graph = tensors saved for the backward when the loss is formed (activations, deterministic); "
                  "peak = " + ("CUDA max_memory_allocated above the weights" if device.type == "cuda" else
                               "resident-set growth of a fresh process over two steps, incl. allocator/oneDNN caches")
-                 + ", incl. gradients and Adam state (99 MiB for the paper UNet)"]
+                 + ", incl. gradients and Adam state (99 MiB for the paper UNet)"] + speedups
         append_results(args.title, device, lines, table, args.note, (load0, load1))
 
 
