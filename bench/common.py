@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dsmctl.engine.precision import set_fp32_precision  # noqa: E402
 from dsmctl.nn.energy import DenoiserModel, EnergyModel  # noqa: E402
 from dsmctl.nn.unet import GainNorm, UNet  # noqa: E402
 from dsmctl.objectives import sample_t, score_matching_loss  # noqa: E402
@@ -35,9 +36,9 @@ def pick_device(name="auto", threads=1):
         sys.exit("error: --device cuda: no CUDA device visible to torch (torch.cuda.is_available() is False)")
     torch.set_num_threads(threads)
     if name.startswith("cuda"):
-        # The paper's protocol is fp32; say so explicitly rather than inherit cuDNN's TF32 default.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        # fp32 as in the paper and `dsmctl train` (precision fp32): no TF32, whatever cuDNN's default. Through the
+        # engine's setter: torch refuses a mix of its legacy allow_tf32 flags and the fp32_precision API.
+        set_fp32_precision(False)
         torch.backends.cudnn.benchmark = True
     return torch.device(name)
 

@@ -193,9 +193,10 @@ def main():
     for line in lines:
         print(line)
     if args.json:
+        keys = ("bits_per_dim", "evals_per_image", "seconds")
         Path(args.json).write_text(json.dumps({"what": what, "n_images": n, "shape": list(data.shape), "lines": lines,
-                                               "results": {k: dict(zip(("bits_per_dim", "evals_per_image", "seconds"), v))
-                                                           for k, v in results.items()}}, indent=1))
+                                               "results": {k: dict(zip(keys, v)) for k, v in results.items()}},
+                                              indent=1))
     if not args.no_append:
         append_results("nll.py: one-shot NLL vs PF-ODE", device, lines, table, args.note, (load0, load1))
 

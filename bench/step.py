@@ -160,7 +160,7 @@ def main():
         return
     device = pick_device(args.device, args.threads)
     load0 = loadavg()
-    table = [["size", "widths", "params", "batch", "energy s/step", "denoiser s/step", "ratio fwd+bwd",
+    table = [["size", "widths", "params", "batch", "energy s/step (full)", "denoiser s/step (full)", "ratio fwd+bwd",
               "ratio full", "energy img/s", "denoiser img/s", "graph MiB E / D", "peak MiB E / D"]]
     raw, speedups = [], []
     for side in floats(args.sides, int):

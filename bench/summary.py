@@ -58,8 +58,8 @@ def main():
     if (d / "nll.json").exists():
         nll = json.loads((d / "nll.json").read_text())
         for k, v in nll["results"].items():
-            table.append([f"nll: {k}", f"{v['bits_per_dim']:.4f} bits/dim",
-                          f"{v['evals_per_image']:,.1f} evals/image, {v['seconds']:.3g} s for {nll['n_images']} images"])
+            table.append([f"nll: {k}", f"{v['bits_per_dim']:.4f} bits/dim", f"{v['evals_per_image']:,.1f} evals/image, "
+                          f"{v['seconds']:.3g} s for {nll['n_images']} images"])
         table += [["nll: verdict", "", line] for line in nll["lines"][1:]]
     if (d / "loader.json").exists():
         ld = json.loads((d / "loader.json").read_text())
