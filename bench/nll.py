@@ -74,6 +74,12 @@ class Counted:
     def __getattr__(self, name):  # everything else (parameters(), net, eval(), ...) is the model's
         return getattr(self.model, name)
 
+    @property
+    def target(self):
+        """What to hand to an estimator: the model itself when its network is hooked (so isinstance checks and
+        nn.Module methods work), else this counting wrapper."""
+        return self.model if self.hooked else self
+
 
 def get(res, key):
     return res.get(key) if isinstance(res, dict) else getattr(res, key, None)
@@ -140,13 +146,13 @@ def main():
     rows, results = [], {}
     counted = Counted(model)
     with torch.no_grad():
-        res, secs = run(lambda: one_shot_nll(counted, data, anchor="gaussian" if args.gaussian else "paper",
+        res, secs = run(lambda: one_shot_nll(counted.target, data, anchor="gaussian" if args.gaussian else "paper",
                                              **{k: kw[k] for k in ("t", "t_max", "batch_size", "seed", "device")}),
                         device)
     results["one-shot (with constant)"] = (res.bits_per_dim, counted.images / n, secs)
     counted.images = 0
     with torch.no_grad():
-        res2, secs2 = run(lambda: one_shot_nll(counted, data, constant=(res.constant, res.constant_stderr),
+        res2, secs2 = run(lambda: one_shot_nll(counted.target, data, constant=(res.constant, res.constant_stderr),
                                                **{k: kw[k] for k in ("t", "t_max", "batch_size", "seed", "device")}),
                           device)
     results["one-shot (stored constant)"] = (res2.bits_per_dim, counted.images / n, secs2)
@@ -162,7 +168,7 @@ def main():
     else:
         params = inspect.signature(fn).parameters
         counted.images = 0
-        out, secs = run(lambda: fn(counted, data, **{k: v for k, v in kw.items() if k in params}), device)
+        out, secs = run(lambda: fn(counted.target, data, **{k: v for k, v in kw.items() if k in params}), device)
         nfe = counted.images / n
         reported = get(out, "nfe")
         results[f"PF-ODE ({where})"] = (get(out, "bits_per_dim"), nfe if nfe else reported, secs)
