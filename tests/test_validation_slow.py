@@ -40,4 +40,4 @@ def test_quickstart_beats_the_gaussian_baseline_on_held_out_patches(tmp_path):
     model, base = res["nll"]["bits_per_dim"], res["baseline"]["bits_per_dim"]
     print(f"quickstart: {model:.4f} bits/dim vs Gaussian {base:.4f} bits/dim in {elapsed:.0f} s")
     assert res["nll"]["n_images"] == 500 and res["nll"]["quantization_bits"] == 8
-    assert model < base - 0.05
+    assert model < base - 0.3  # measured: 4.34 vs 5.71 bits/dim
