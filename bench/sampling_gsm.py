@@ -21,9 +21,12 @@ CONFIGS = {
     "ode-euler-100": dict(sampler="ode", solver="euler", steps=100),
     "sde-heun-200": dict(sampler="sde", solver="heun", steps=200),
     "sde-euler-200": dict(sampler="sde", solver="euler", steps=200),
-    "ascent-h0.01": dict(sampler="ascent", h0=0.01, beta=0.5, t_max=1e2, t_min=1e-4, max_iters=5000),
-    "mala": dict(sampler="mala", steps=100, langevin_steps=3),
-    "ula": dict(sampler="ula", steps=100, langevin_steps=3),
+    "ascent": dict(sampler="ascent", h0=0.01, beta=0.5, t_min=1e-4),
+    "ascent-paper": dict(sampler="ascent", h0=0.1, beta=0.5, h_schedule="paper", noise_estimate="residual", t_min=1e-4),
+    "ascent-timescore": dict(sampler="ascent", h0=0.01, beta=0.5, noise_estimate="time-score", t_min=1e-4),
+    "mala": dict(sampler="mala", steps=30, langevin_steps=10),  # the CLI defaults
+    "ula": dict(sampler="ula", steps=30, langevin_steps=10),
+    "mala-none": dict(sampler="mala", steps=30, langevin_steps=10, predictor="none"),
 }
 
 
@@ -51,10 +54,14 @@ def main():
     torch.set_num_threads(1)
     gsm = densities.gsm(a.d)
     exact = gsm.sample(a.n, torch.Generator().manual_seed(12345), torch.float32)
-    out = {"density": f"GSM d={a.d}, 1/2 N(0, I) + 1/2 N(0, 16 I)", "n": a.n, "exact_samples": gsm_report(exact, gsm, a.d),
+    reference = gsm.sample(20_000, torch.Generator().manual_seed(54321), torch.float32)
+    out = {"density": f"GSM d={a.d}, 1/2 N(0, I) + 1/2 N(0, 16 I)", "n": a.n,
+           "exact_samples": gsm_report(exact, gsm, a.d), "exact_reference_20000": gsm_report(reference, gsm, a.d),
            "runs": {}}
     for name in a.only.split(","):
         scales = [float(s) for s in a.step_scales.split(",")] if name in ("mala", "ula") else [None]
+        if name not in CONFIGS:
+            raise SystemExit(f"unknown config {name}; expected one of {', '.join(CONFIGS)}")
         for scale in scales:
             kw = {"t_max": a.t_max, "t_min": a.t_min, **CONFIGS[name]}
             if scale is not None:
@@ -63,7 +70,7 @@ def main():
             t0 = time.time()
             res = sampling.sample(gsm, range(a.n), (a.d,), cfg, batch_size=a.n)
             rep = {"config": cfg.to_dict(), "seconds": time.time() - t0, **gsm_report(res["x"], gsm, a.d)}
-            if "accept" in res and name == "mala":
+            if "accept" in res and name.startswith("mala"):
                 acc = sampling.acceptance_per_level(res["accept"])
                 rep["acceptance_mean"] = sum(acc) / len(acc)
                 rep["acceptance_per_level"] = [{"t": t, "accept": r} for t, r in zip(res["ts"].tolist(), acc)]

@@ -186,7 +186,8 @@ def sample(
     t_max: Optional[float] = typer.Option(None, help="First noise variance (default: the recipe's noise.t_max)."),
     t_min: Optional[float] = typer.Option(None, help="Last noise variance (default: recipe noise.t_min, >= 1e-5)."),
     schedule: str = typer.Option("auto", help="auto | log | edm (auto: edm for ode/sde, log for mala/ula)."),
-    init: str = typer.Option("model", help="model: N(m, (t_max+v) I), m, v read from the model | zero: N(0, t_max I)."),
+    init: str = typer.Option("data", help="Start N(m, (t_max+v) I): data: m, v of the training data (else model) | "
+                                          "model: read from the model | zero: N(0, t_max I)."),
     h0: float = typer.Option(0.01, help="ascent: step size h (or the first one of --h-schedule paper)."),
     h_schedule: str = typer.Option("constant", help="ascent: constant | paper (h_k = h0 k/(1 + h0 (k-1)), fast, "
                                                     "over-smoothed)."),
@@ -224,7 +225,7 @@ def sample(
             raise UsageError(f"--n {n} but --seeds {seeds!r} lists {len(seed_list)} seeds")
         if batch_size < 1:
             raise UsageError(f"--batch-size {batch_size}: expected a positive number")
-        with _fraction_progress(f"sample ({sampler})", not quiet) as bar:
+        with _fraction_progress(f"sample {sampler}, {len(seed_list)} seeds", not quiet) as bar:
             res = generation.sample_checkpoint(
                 ckpt, seed_list, out, batch_size=batch_size, device=device, shard=shard, grid_n=grid, progress=bar,
                 sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min, schedule=schedule,
@@ -282,6 +283,9 @@ def _render_sample(res):
     where = f"shard {res['shard']}: " if "shard" in res else ""
     err.print(f"[sample] {where}{res['n']} samples of {res['model']} (step {res['step']}) with {how[cfg['sampler']]}, "
               f"t {cfg['t_max']:g} -> {cfg['t_min']:g} ({cfg['schedule']} schedule){secs}", style="bold")
+    st = res["start"]
+    err.print(f"  start N(m, (t_max + v) I) from the {st['init']}: mean pixel {st['mean_pixel']:.3f}, "
+              f"v {st['extra_variance']:.3g}" + (f" ({st['note']})" if "note" in st else ""))
     if "acceptance" in res:
         levels = res["acceptance"]["per_level"]
         err.print(f"  MH acceptance: mean {res['acceptance']['mean']:.3f}; per level (t: rate) "

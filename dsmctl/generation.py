@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import data as data_mod
 from . import sample_io, units
 from .checkpoint import load_model, resolve_model_path
 from .evaluation import pick_device
@@ -44,6 +45,24 @@ def default_config(meta, **overrides):
     if overrides.get("steps") is None and base.get("sampler") in ("mala", "ula"):
         base["steps"] = 30  # noise levels, each with langevin_steps steps
     return SamplerConfig(**base).check()
+
+
+def data_start(meta, max_images=10_000):
+    """(mean image, mean per-dim variance) of the model's training data (first max_images), or None when
+    that data cannot be opened here. The start N(m, (t_max + v) I) is then centred where the data are."""
+    rec = meta["recipe"]["data"]
+    try:
+        data = data_mod.open_split(rec["source"], rec["train_split"], rec.get("synthetic"))
+    except (data_mod.DataError, OSError, ValueError):
+        return None
+    if tuple(data.shape) != tuple(meta["shape"]):
+        return None
+    n = min(len(data), max_images)
+    total, total_sq = 0.0, 0.0
+    for _, x in data.batches(1024, dtype=torch.float64, positions=np.arange(n)):
+        total, total_sq = total + x.sum(0), total_sq + x.square().sum(0)
+    mean = total / n
+    return mean.float(), float((total_sq / n - mean.square()).mean())
 
 
 def signature(model_path, meta, cfg, seeds, dtype):
@@ -90,6 +109,12 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
     image = sample_io.is_image_shape(shape)
     norm = meta.get("normalization")
     t_eval = meta["recipe"]["eval"]["t"]
+    start, init_note = None, None
+    if cfg.init == "data":
+        start = data_start(meta)
+        if start is None:
+            cfg.init = "model"
+            init_note = f"training data {meta['recipe']['data']['source']} not found: start estimated by the model"
 
     energies = []
 
@@ -103,17 +128,18 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
 
     t0 = time.time()
     out = sample(model, my_seeds, shape, cfg, batch_size, device, dtype, clip=image, progress=progress,
-                 on_batch=on_batch) if my_seeds else None
+                 on_batch=on_batch, start=start) if my_seeds else None
     seconds = time.time() - t0
     extras = {k: out[k].numpy() for k in ("accept", "iterations") if out is not None and k in out}
     if energies:
         extras["energy"] = torch.cat(energies).numpy()
     x = quantize(out["x"], shape).numpy() if out is not None else np.zeros((0, *shape), np.float32)
-    start = out["start"] if out is not None else (torch.zeros(shape), 0.0)
+    start = out["start"] if out is not None else (start or (torch.zeros(shape), 0.0))
     info = {"model": str(model_path), "step": meta.get("step"), "shape": list(shape), "config": cfg.to_dict(),
             "ts": out["ts"].tolist() if out is not None else [], "signature": sig, "device": str(device),
             "dtype": str(dtype).replace("torch.", ""), "batch_size": batch_size,
-            "start": {"mean_pixel": float(start[0].double().mean()), "extra_variance": float(start[1])},
+            "start": {"init": cfg.init, "mean_pixel": float(start[0].double().mean()),
+                      "extra_variance": float(start[1]), **({"note": init_note} if init_note else {})},
             "log_p_protocol": log_p_protocol(norm, t_eval, image)}
     if world == 1:
         return finish(out_dir, seeds, x, extras, shape, info, grid_n, seconds, shard=None)

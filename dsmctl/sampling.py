@@ -37,7 +37,8 @@ class SamplerConfig:
     schedule: str = "auto"  # log: t log-spaced | edm: sigma^(1/rho) evenly spaced (Karras et al. 2022) |
     #                         auto: edm for ode/sde (fewer steps for the same error), log for mala/ula levels
     rho: float = 7.0
-    init: str = "model"  # model: N(m, (t_max + v) I) with m, v the model's own estimates | zero: N(0, t_max I)
+    init: str = "model"  # start N(m, (t_max + v) I): model: m, v the model's own estimates | zero: N(0, t_max I) |
+    #                      data: m, v the data's mean image and mean variance, passed to sample(start=...)
     h0: float = 0.01  # ascent: step size h (constant), or the first one of the paper's schedule
     h_schedule: str = "constant"  # ascent: constant | paper (h_k = h0 k / (1 + h0 (k - 1)), rising to 1)
     beta: float = 0.5  # ascent: noise injection; 1 = none (then a deterministic flow), small = more
@@ -57,7 +58,7 @@ class SamplerConfig:
         need(self.schedule in SCHEDULES, f"schedule {self.schedule!r}: expected auto, log or edm")
         if self.schedule == "auto":
             self.schedule = "edm" if self.sampler in ("ode", "sde") else "log"
-        need(self.init in ("model", "zero"), f"init {self.init!r}: expected model or zero")
+        need(self.init in ("model", "zero", "data"), f"init {self.init!r}: expected model, zero or data")
         need(self.h_schedule in ("constant", "paper"), f"h schedule {self.h_schedule!r}: expected constant or paper")
         need(self.noise_estimate in ("time-score", "residual", "schedule"), f"noise estimate {self.noise_estimate!r}: "
              "expected time-score, residual or schedule")
@@ -97,14 +98,19 @@ class SeedNoise:
         self.chunk, self.buf, self.pos = chunk, None, chunk
 
     def _draw(self, fn, shape, rows):
-        rows = list(range(len(self.gens))) if rows is None else rows.tolist()
-        if self.pos == self.chunk:
-            fresh = torch.stack([fn((self.chunk, *shape), generator=self.gens[i]) for i in rows])
-            self.buf = torch.empty(len(self.gens), *fresh.shape[1:]) if self.buf is None else self.buf
-            self.buf[rows] = fresh
+        every = rows is None or torch.equal(rows.cpu(), torch.arange(len(self.gens)))
+        rows = list(range(len(self.gens))) if every else rows.tolist()
+        if self.pos == self.chunk:  # refill: (chunk, rows, *shape), so one step's draws are one slice
+            fresh = torch.stack([fn((self.chunk, *shape), generator=self.gens[i]) for i in rows], 1)
+            if every:
+                self.buf = fresh
+            else:
+                if self.buf is None:
+                    self.buf = torch.empty(self.chunk, len(self.gens), *fresh.shape[2:])
+                self.buf[:, rows] = fresh
             self.pos = 0
         self.pos += 1
-        return self.buf[rows, self.pos - 1]
+        return self.buf[self.pos - 1] if every else self.buf[self.pos - 1, rows]
 
     def normal(self, like, rows=None):
         """N(0, I) shaped like one row of `like`, for each sample (or the samples at index `rows`)."""
@@ -126,12 +132,13 @@ def denoise(model, y, t):
 def initial_gaussian(model, shape, cfg, batch_size=64, device=None, dtype=torch.float32, n_probe=64):
     """(m, v): mean image and extra per-dim variance of the start distribution N(m, (t_max + v) I).
 
-    At t_max the noisy density is close to N(mean, (t_max + var) I), and the model knows both: the
+    At t_max the noisy density is close to N(mean, (t_max + var) I), and the model should know both: the
     denoiser returns the data mean up to O(var / t_max), and the time score gives the variance: for
     y = m + sqrt(t) z, E[dU/dt] = (d/2) v / (t + v)^2 if p_t = N(m, (t + v) I); solved for v. Probes are
     fixed draws (independent of the seeds), so every process and batch size gets the same (m, v); each is
     rescaled to ||z||^2 = d, which removes the chi-square spread of ||z||^2 (relative sqrt(2 / d) per probe,
-    as large as v / t itself) from the estimate.
+    as large as v / t itself) from the estimate. (The paper's UNet subtracts each channel's mean in its
+    norm layers, so it barely sees an image's mean brightness: for it, pass the data's (m, v) instead.)
     """
     zero = torch.zeros(shape, dtype=dtype, device=device)
     if cfg.init == "zero":
@@ -238,37 +245,35 @@ def ascent(model, y, t0, t_stop, noise, h0=0.01, beta=0.5, noise_estimate="sched
     n, dim = y.shape[0], y[0].numel()
     t = torch.full((n,), float(t0), dtype=y.dtype, device=y.device)
     out = torch.empty_like(y)
-    active = torch.arange(n, device=y.device)
+    active = torch.arange(n)  # rows of the samples still running; y and t hold only those
     iters = torch.zeros(n, dtype=torch.long)
     need = ("grad_y", "grad_t") if noise_estimate == "time-score" else ("grad_y",)
     log_span = math.log(t0 / t_stop)
     for k in range(1, max_iters + 1):
-        ya, ta = y[active], t[active]
-        res = model(ya, ta, need=need)
+        res = model(y, t, need=need)
         den = res.denoised.detach()
-        d = den - ya
+        d = den - y
         if noise_estimate == "time-score":
-            sigma2 = (ta - 2 * ta * ta * res.grad_t.detach() / dim).clamp_min(0)
+            sigma2 = (t - 2 * t * t * res.grad_t.detach() / dim).clamp_min(0)
         elif noise_estimate == "residual":
             sigma2 = d.flatten(1).square().mean(1)
         else:
-            sigma2 = ta  # the schedule: t was set to the planned level below
+            sigma2 = t  # the schedule: t was set to the planned level below
         done = (sigma2 < t_stop) | (k == max_iters)
-        out[active[done]] = den[done]
-        iters[active[done].cpu()] = k
-        keep = ~done
-        if not keep.any():
-            break
+        if done.any():
+            out[active[done.cpu()].to(out.device)] = den[done]
+            iters[active[done.cpu()]] = k
+            keep = ~done
+            if not keep.any():
+                break
+            active, y, d, sigma2 = active[keep.cpu()], y[keep], d[keep], sigma2[keep]
         h = h0 * k / (1 + h0 * (k - 1)) if h_schedule == "paper" else h0
-        gamma = (((1 - beta * h) ** 2 - (1 - h) ** 2) * sigma2[keep]).sqrt()
-        rows = active[keep]
-        z = noise.normal(ya[keep], rows.cpu())
-        y[rows] = ya[keep] + h * d[keep] + expand(gamma, z) * z
-        t[rows] = (1 - beta * h) ** 2 * sigma2[keep].clamp_min(t_stop * 1e-3)
-        active = rows
+        gamma = (((1 - beta * h) ** 2 - (1 - h) ** 2) * sigma2).sqrt()
+        z = noise.normal(y, active)
+        y = y + h * d + expand(gamma, z) * z
+        t = (1 - beta * h) ** 2 * sigma2.clamp_min(t_stop * 1e-3)
         if progress:
-            worst = t[active].max().item()
-            progress(min(1.0, max(0.0, math.log(t0 / max(worst, 1e-300)) / log_span)))
+            progress(min(1.0, max(0.0, math.log(t0 / max(t.max().item(), 1e-300)) / log_span)))
     return out, iters
 
 
@@ -339,19 +344,27 @@ def sample_batch(model, seeds, shape, cfg, start, progress=None):
                                         cfg.noise_estimate, cfg.max_iters, cfg.h_schedule, progress)
     else:
         accept_noise = SeedNoise(seeds, ACCEPT_STREAM) if cfg.sampler == "mala" else None
-        x, extra["accept"] = langevin(model, y, ts, noise, accept_noise, cfg.langevin_steps, cfg.step_scale,
-                                      cfg.predictor, progress)
+        x, accept = langevin(model, y, ts, noise, accept_noise, cfg.langevin_steps, cfg.step_scale,
+                             cfg.predictor, progress)
+        if cfg.sampler == "mala":
+            extra["accept"] = accept
     return {"x": x.detach().cpu(), **{k: v.cpu() for k, v in extra.items()}}
 
 
 def sample(model, seeds, shape, cfg, batch_size=64, device=None, dtype=torch.float32, clip=False, progress=None,
-           on_batch=None):
+           on_batch=None, start=None):
     """Draw one sample per seed. Returns {"x": (N, *shape), "ts": schedule, "start": (m, v), and
-    "accept" (N, levels) for mala/ula or "iterations" (N,) for ascent}. clip: clamp to [0, 1] (images).
-    progress(fraction) is called as steps complete; on_batch(seeds, batch_dict) after each batch."""
+    "accept" (N, levels) for mala or "iterations" (N,) for ascent}. clip: clamp to [0, 1] (images).
+    progress(fraction) is called as steps complete; on_batch(seeds, batch_dict) after each batch.
+    start = (m, v): the start distribution N(m, (t_max + v) I), required for cfg.init == "data"."""
     cfg.check()
     seeds = [int(s) for s in seeds]
-    start = initial_gaussian(model, tuple(shape), cfg, batch_size, device, dtype)
+    if start is not None:
+        start = (torch.as_tensor(start[0], dtype=dtype, device=device).expand(shape), float(start[1]))
+    elif cfg.init == "data":
+        raise ValueError("init 'data' needs the data's mean image and variance (start=(m, v))")
+    else:
+        start = initial_gaussian(model, tuple(shape), cfg, batch_size, device, dtype)
     parts = []
     n_batches = math.ceil(len(seeds) / batch_size)
     for b in range(n_batches):

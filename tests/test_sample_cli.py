@@ -76,6 +76,20 @@ def test_shards_merge_to_the_single_process_result(tiny_ckpt, tmp_path, monkeypa
         assert np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int)).max() <= 1  # float32 batch rounding
 
 
+def test_torchrun_ranks_write_shards_and_rank0_merges(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    """Under torchrun (RANK / WORLD_SIZE set) rank 0 waits for the other shards, then writes the merged files."""
+    args = ("sample", tiny_ckpt, "--out", tmp_path / "tr", "--seeds", "0-2", *FAST)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert dsmctl(*args, monkeypatch=monkeypatch, capsys=capsys)[0] == 0
+    assert not (tmp_path / "tr" / "samples.npz").exists()
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = dsmctl(*args, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, err
+    with np.load(tmp_path / "tr" / "samples.npz") as z:
+        assert z["seeds"].tolist() == [0, 1, 2] and z["arr_0"].shape == (3, 16, 16, 1)
+
+
 @pytest.mark.parametrize("args, message", [
     (("--seeds", "5-2"), "--seeds"),
     (("--n", "3", "--seeds", "0-9"), "--n 3"),
