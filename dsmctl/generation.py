@@ -204,7 +204,7 @@ def finish(out_dir, seeds, x, extras, shape, info, grid_n, seconds, shard):
         se = float(e.std(ddof=1) / math.sqrt(len(e))) if len(e) > 1 else float("nan")
         summary["log_p"] = {"db_per_dim": units.log_p_db_per_dim(float(e.mean()), d),
                             "db_per_dim_stderr": units.nats_to_db(se) / d,
-                            "nats_per_dim": -float(e.mean()) / d}
+                            "nats_per_dim": -units.nats_per_dim(float(e.mean()), d)}
     sample_io.write_json(Path(out_dir) / "stats.json", summary)
     return summary
 
