@@ -13,6 +13,7 @@ first: the figure is for a cache that fits in RAM (a cold disk adds its own rand
 """
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -70,6 +71,7 @@ def main():
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--no-append", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--note", default="", help="free text for the RESULTS.md row (e.g. machine load)")
+    ap.add_argument("--json", help="also write the rates (images/s per repeat) to this file")
     args = ap.parse_args()
 
     cores = sorted(os.sched_getaffinity(0))[:args.cores]
@@ -118,6 +120,9 @@ def main():
     for name, rates in results.items():
         print(f"{name:40s} {statistics.median(rates):10,.0f} {min(rates):10,.0f} {max(rates):10,.0f}")
     print(f"load average before/after: {load_before[0]:.1f} / {load_after[0]:.1f} (other processes share these cores)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cores": len(cores), "batch": B, "shape": list(data.shape),
+                                               "rates": results}, indent=1))
 
     if not args.no_append:
         path = Path(__file__).with_name("RESULTS.md")

@@ -393,9 +393,129 @@ def dimension(
 
 
 @app.command()
-def sample():
-    """Draw samples from a trained energy model."""
-    raise UsageError("sample is not available in this version")
+def sample(
+    ckpt: Path = typer.Argument(..., help="Model file, checkpoint dir or run dir."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (PNGs, grid.png, samples.npz, stats.json)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Number of samples: seeds 0..N-1."),
+    seeds: Optional[str] = typer.Option(None, help="Seeds, e.g. 0-63 or 0,5,10-19; one sample per seed."),
+    sampler: str = typer.Option("ode", help="ode | sde | ascent | mala | ula"),
+    solver: str = typer.Option("heun", help="ode/sde: euler | heun."),
+    steps: Optional[int] = typer.Option(None, help="ode/sde: steps (default 100); mala/ula: noise levels (30)."),
+    t_max: Optional[float] = typer.Option(None, help="First noise variance (default: the recipe's noise.t_max)."),
+    t_min: Optional[float] = typer.Option(None, help="Last noise variance (default: recipe noise.t_min, >= 1e-5)."),
+    schedule: str = typer.Option("auto", help="auto | log | edm (auto: edm for ode/sde, log for mala/ula)."),
+    init: str = typer.Option("data", help="Start N(m, (t_max+v) I): data: m, v of the training data (else model) | "
+                                          "model: read from the model | zero: N(0, t_max I)."),
+    h0: float = typer.Option(0.01, help="ascent: step size h (or the first one of --h-schedule paper)."),
+    h_schedule: str = typer.Option("constant", help="ascent: constant | paper (h_k = h0 k/(1 + h0 (k-1)), fast, "
+                                                    "over-smoothed)."),
+    beta: float = typer.Option(0.5, help="ascent: noise injection; 1 = none, smaller = more."),
+    noise_estimate: str = typer.Option("schedule", help="ascent: schedule | residual (the paper's) | time-score."),
+    max_iters: int = typer.Option(5000, help="ascent: iteration cap."),
+    langevin_steps: int = typer.Option(10, help="mala/ula: Langevin steps per noise level."),
+    step_scale: float = typer.Option(0.1, help="mala/ula: step size eps = STEP_SCALE * t."),
+    predictor: str = typer.Option("ode", help="mala/ula: step between levels: ode | sde | none (pure annealing)."),
+    batch_size: int = typer.Option(64, help="Samples per batch (does not change any image)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    shard: Optional[str] = typer.Option(None, help="RANK/WORLD: sample every WORLD-th seed (default: torchrun's "
+                                                   "RANK/WORLD_SIZE, else 0/1)."),
+    merge: bool = typer.Option(False, "--merge", help="Only merge the shard files already in --out."),
+    grid: int = typer.Option(64, help="Samples shown in grid.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+):
+    """Draw samples: one per seed, the same image whatever the batch size or number of processes.
+
+    Examples:
+      dsmctl sample runs/quickstart --n 64 --out samples/qs
+      dsmctl sample runs/quickstart --seeds 0-63 --sampler mala --steps 30 --out samples/qs-mala --json
+      torchrun --standalone --nproc_per_node 4 -m dsmctl sample RUN --seeds 0-9999 --out samples/big
+    """
+    from . import generation, sample_io
+
+    if merge:
+        res = generation.merge_dir(ckpt, out, grid)
+    else:
+        if n is None and seeds is None:
+            raise UsageError("sample: give --n N or --seeds LIST")
+        seed_list = sample_io.parse_seeds(seeds) if seeds is not None else list(range(n))
+        if n is not None and (n < 1 or len(seed_list) != n):
+            raise UsageError(f"--n {n} but --seeds {seeds!r} lists {len(seed_list)} seeds")
+        if batch_size < 1:
+            raise UsageError(f"--batch-size {batch_size}: expected a positive number")
+        with _fraction_progress(f"sample {sampler}, {len(seed_list)} seeds", not quiet) as bar:
+            res = generation.sample_checkpoint(
+                ckpt, seed_list, out, batch_size=batch_size, device=device, shard=shard, grid_n=grid, progress=bar,
+                sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min, schedule=schedule,
+                init=init, h0=h0, h_schedule=h_schedule, beta=beta, noise_estimate=noise_estimate,
+                max_iters=max_iters, langevin_steps=langevin_steps, step_scale=step_scale, predictor=predictor)
+    _render_sample(res)
+    if as_json:
+        emit_json(res)
+
+
+class _fraction_progress:
+    """A progress bar with ETA (rich, on a terminal) or a plain line every 10 s, fed fractions in [0, 1]."""
+
+    def __init__(self, label, enabled):
+        self.label, self.enabled, self.bar, self.last = label, enabled, None, 0.0
+
+    def __enter__(self):
+        import time
+
+        self.t0 = time.time()
+        if self.enabled and err.is_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(self.label), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err)
+            self.task = self.bar.add_task(self.label, total=1000)
+            self.bar.start()
+        return self if self.enabled else None
+
+    def __call__(self, fraction):
+        import time
+
+        if self.bar is not None:
+            self.bar.update(self.task, completed=int(1000 * fraction))
+            return
+        now = time.time()
+        if now - self.last >= 10 or fraction >= 1:
+            self.last = now
+            eta = (now - self.t0) * (1 - fraction) / fraction if fraction > 0 else float("nan")
+            err.print(f"[{self.label}] {100 * fraction:5.1f}%  elapsed {now - self.t0:.0f} s  eta {eta:.0f} s")
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _render_sample(res):
+    cfg = res["config"]
+    how = {"ode": f"ode/{cfg['solver']}, {cfg['steps']} steps", "sde": f"sde/{cfg['solver']}, {cfg['steps']} steps",
+           "ascent": f"ascent (h {cfg['h0']:g} {cfg['h_schedule']}, beta {cfg['beta']:g}, noise level from "
+                     f"{cfg['noise_estimate']})",
+           "mala": f"mala, {cfg['steps']} levels x {cfg['langevin_steps']} steps, eps = {cfg['step_scale']:g} t",
+           "ula": f"ula, {cfg['steps']} levels x {cfg['langevin_steps']} steps, eps = {cfg['step_scale']:g} t"}
+    secs = f" in {res['seconds']:.1f} s" if res.get("seconds") is not None else ""
+    where = f"shard {res['shard']}: " if "shard" in res else ""
+    err.print(f"[sample] {where}{res['n']} samples of {res['model']} (step {res['step']}) with {how[cfg['sampler']]}, "
+              f"t {cfg['t_max']:g} -> {cfg['t_min']:g} ({cfg['schedule']} schedule){secs}", style="bold")
+    st = res["start"]
+    err.print(f"  start N(m, (t_max + v) I) from the {st['init']}: mean pixel {st['mean_pixel']:.3f}, "
+              f"v {st['extra_variance']:.3g}" + (f" ({st['note']})" if "note" in st else ""))
+    if "acceptance" in res:
+        levels = res["acceptance"]["per_level"]
+        err.print(f"  MH acceptance: mean {res['acceptance']['mean']:.3f}; per level (t: rate) "
+                  + ", ".join(f"{lv['t']:.3g}: {lv['accept']:.2f}" for lv in levels))
+    if "iterations" in res:
+        err.print(f"  ascent iterations: mean {res['iterations']['mean']:.0f}, max {res['iterations']['max']}")
+    if "log_p" in res:
+        lp = res["log_p"]
+        err.print(f"  sample log p {lp['db_per_dim']:.3f} ± {lp['db_per_dim_stderr']:.3f} dB/dim "
+                  f"({lp['nats_per_dim']:.4f} nats/dim); {res['log_p_protocol']}")
+    for f in res["files"]:
+        err.print(f"  wrote {f}")
 
 
 def main():

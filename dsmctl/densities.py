@@ -24,9 +24,10 @@ class Gaussian:
     def __init__(self, shape, mean=None, eigvecs=None, eigvals=None, floor=1.0):
         self.shape = tuple(shape)
         self.d = math.prod(self.shape)
-        self.mean = torch.zeros(self.d, dtype=torch.float64) if mean is None else torch.as_tensor(mean, dtype=torch.float64).reshape(self.d)
-        self.eigvecs = None if eigvecs is None else torch.as_tensor(eigvecs, dtype=torch.float64)
-        self.eigvals = torch.zeros(0, dtype=torch.float64) if eigvals is None else torch.as_tensor(eigvals, dtype=torch.float64)
+        f64 = dict(dtype=torch.float64)
+        self.mean = torch.zeros(self.d, **f64) if mean is None else torch.as_tensor(mean).to(**f64).reshape(self.d)
+        self.eigvecs = None if eigvecs is None else torch.as_tensor(eigvecs).to(**f64)
+        self.eigvals = torch.zeros(0, **f64) if eigvals is None else torch.as_tensor(eigvals).to(**f64)
         self.floor = float(floor)
         self.rank = 0 if self.eigvecs is None else self.eigvecs.shape[1]
 

@@ -36,6 +36,7 @@ class Model:
     mid_width: int = 512
     layers_per_block: int = 3
     embedding: str = "paper"  # paper (raw t, as published) | logt
+    base: str = "none"  # none (the paper) | gaussian: add the energy of a Gaussian fitted to the training data
     radial_components: int = 2
     radial_hidden: int = 256
     radial_depth: int = 4
@@ -114,6 +115,7 @@ class Recipe:
 CHOICES = {
     "model.kind": ("energy", "denoiser", "radial"),
     "model.embedding": ("paper", "logt"),
+    "model.base": ("none", "gaussian"),
     "loss.mode": ("dual", "single"),
     "optim.schedule": ("halving", "onecycle", "cosine", "constant"),
     "train.precision": ("fp32", "tf32", "bf16"),

@@ -85,3 +85,25 @@ def test_denoiser_twin_has_no_energy(gen):
     assert out.denoised.shape == y.shape and out.energy is None
     with pytest.raises(ValueError):
         model(y, 0.1, need=("energy",))
+
+
+def test_gaussian_base_starts_as_the_fitted_gaussian_and_roundtrips(tmp_path, gen):
+    """model.base gaussian: at initialization the energy (and its derivatives) is the Gaussian's."""
+    from dsmctl.checkpoint import load_model, save_model
+    from dsmctl.likelihood import fit_anchor
+    from dsmctl.recipe import load_recipe
+
+    x = torch.rand(300, 1, 8, 8, generator=gen)
+    gauss = fit_anchor(x)
+    recipe = load_recipe(raw={"model": {"widths": [4, 8], "mid_width": 8, "layers_per_block": 2, "base": "gaussian"}})
+    model = build_model(recipe.model, (1, 8, 8)).double()
+    model.base.set_gaussian(gauss)
+    y = x[:3].double()
+    t = torch.tensor([1e-6, 0.01, 3.0], dtype=torch.float64)
+    a = model(y, t, need=("energy", "grad_y", "grad_t"))
+    b = gauss(y, t, need=("energy", "grad_y", "grad_t"))
+    for k in ("energy", "grad_y", "grad_t"):
+        assert torch.allclose(getattr(a, k), getattr(b, k), rtol=1e-9, atol=1e-9)
+    save_model(tmp_path / "m.safetensors", model, {"recipe": recipe.to_dict(), "shape": [1, 8, 8]})
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    assert torch.allclose(loaded(y.float(), t.float()).energy.double(), a.energy, rtol=1e-4)

@@ -6,7 +6,7 @@ for `tf32`.
 
 bf16: the convolutions run in bf16 under autocast, but the parts that the energy gradients are most
 sensitive to stay in fp32: the noise embedding (grad_t flows through it), the normalization
-statistics and gains, the last convolution (f itself, which enters U = 1/2 <y, f> and grad_y
+statistics and gains (NoiseGains), the last convolution (f itself, which enters U = 1/2 <y, f> and grad_y
 directly), and the energy reduction and losses (computed from fp32 y). The radial model runs
 entirely in fp32 (d * b_k(t) would lose whole nats in bf16). This module does not import accelerate.
 """
@@ -58,11 +58,11 @@ def _in_fp32(forward):
 def keep_fp32(model):
     """Make the precision-critical submodules of `model` ignore bf16 autocast; returns their names."""
     from ..nn.radial import RadialEnergy
-    from ..nn.unet import GainNorm, NoiseEmbedding, UNet
+    from ..nn.unet import GainNorm, NoiseEmbedding, NoiseGains, UNet
 
     names = []
     for name, module in model.named_modules():
-        targets = [(name, module)] if isinstance(module, (RadialEnergy, NoiseEmbedding, GainNorm)) else []
+        targets = [(name, module)] if isinstance(module, (RadialEnergy, NoiseEmbedding, NoiseGains, GainNorm)) else []
         if isinstance(module, UNet):
             targets.append((f"{name}.out".lstrip("."), module.out))
         for target_name, target in targets:

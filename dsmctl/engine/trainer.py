@@ -134,6 +134,10 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     shape = train_data.shape
     torch.manual_seed(hash_seed(recipe.train.seed, 5))  # the same initial weights on every process and run
     model = build_model(recipe.model, shape)
+    if getattr(model, "base", None) is not None:  # model.base gaussian: fitted on the training split
+        from ..likelihood import fit_anchor
+
+        model.base.set_gaussian(fit_anchor(train_data))
     optimizer = build_optimizer(model, recipe.optim)
     rng_state.seed_all(recipe.train.seed, rank)
     meta = model_meta(recipe, train_data)

@@ -1,9 +1,14 @@
 """Recipe model section + data shape -> model (EnergyModel, DenoiserModel or RadialEnergy)."""
 import math
 
-from .energy import DenoiserModel, EnergyModel
+from torch import nn
+
+from .energy import DenoiserModel, EnergyModel, GaussianBase
 from .radial import RadialEnergy
 from .unet import UNet
+
+
+MAX_BASE_D = 4096
 
 
 class ShapeError(ValueError):
@@ -24,7 +29,15 @@ def build_model(cfg, shape):
         raise ShapeError(f"image size {shape[1]}x{shape[2]} is not divisible by {factor} "
                          f"(2^{len(cfg['widths'])} for {len(cfg['widths'])} scales); change model.widths or the data size")
     net = UNet(shape[0], cfg["widths"], cfg["mid_width"], cfg["layers_per_block"], cfg["embedding"])
-    return DenoiserModel(net) if cfg["kind"] == "denoiser" else EnergyModel(net)
+    if cfg["kind"] == "denoiser":
+        return DenoiserModel(net)
+    if cfg.get("base", "none") == "gaussian":
+        if math.prod(shape) > MAX_BASE_D:
+            raise ShapeError(f"model.base gaussian keeps a d x d covariance; d = {math.prod(shape)} is above "
+                             f"{MAX_BASE_D}: use model.base none")
+        nn.init.zeros_(net.out.weight)  # start from the Gaussian itself
+        return EnergyModel(net, GaussianBase(shape))
+    return EnergyModel(net)
 
 
 def count_parameters(model):

@@ -3,6 +3,7 @@
 U(y, t) = -log p_t(y) in nats per image; grad_y = dU/dy (minus the score); grad_t = dU/dt (partial,
 y held fixed); denoised = y - t * grad_y (Tweedie / Miyasawa).
 """
+import math
 from dataclasses import dataclass
 
 import torch
@@ -53,13 +54,15 @@ class EnergyModel(nn.Module):
     along the noise path and the time-score term silently trains the wrong quantity).
     """
 
-    def __init__(self, net):
+    def __init__(self, net, base=None):
         super().__init__()
         self.net = net
+        self.base = base  # optional closed-form energy added to the network's (GaussianBase)
 
     def energy(self, y, t):
         f = self.net(y, t)
-        return 0.5 * (y * f).flatten(1).sum(1)
+        energy = 0.5 * (y * f).flatten(1).sum(1)
+        return energy if self.base is None else energy + self.base(y, t)
 
     def forward(self, y, t, need=("energy",), create_graph=False):
         need = parse_need(need)
@@ -78,6 +81,42 @@ class EnergyModel(nn.Module):
         if not create_graph:
             energy, y, t = energy.detach(), y.detach(), t.detach()
         return EnergyOutput(y, t, energy=energy if "energy" in need else None, **grads)
+
+
+class GaussianBase(nn.Module):
+    """The energy of N(mean, Cov + tI), a Gaussian fitted to the training data (not in the paper).
+
+    With `model.base: gaussian` the network learns only the non-Gaussian part of the energy, starting from
+    the Gaussian itself (the last conv is zero-initialized), which is consistent across t from step 0;
+    a short run then no longer has to learn the t-dependence of the whole log-normalizer. Buffers only
+    (saved with the weights); `set_gaussian` fills them before training.
+    """
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+        d = math.prod(self.shape)
+        self.register_buffer("mean", torch.zeros(d, dtype=torch.float64))
+        self.register_buffer("eigvecs", torch.eye(d, dtype=torch.float64))
+        self.register_buffer("eigvals", torch.ones(d, dtype=torch.float64))
+        self.register_buffer("floor", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def set_gaussian(self, gaussian):
+        """Copy a full-rank densities.Gaussian (e.g. likelihood.fit_anchor of the training split)."""
+        if gaussian.rank != self.mean.numel():
+            raise ValueError(f"the Gaussian base needs a full-rank covariance (rank {gaussian.rank} of "
+                             f"{self.mean.numel()}): fit it on more examples than dimensions")
+        self.mean.copy_(gaussian.mean)
+        self.eigvecs.copy_(gaussian.eigvecs)
+        self.eigvals.copy_(gaussian.eigvals)
+        self.floor.fill_(gaussian.floor)
+
+    def forward(self, y, t):
+        from ..densities import Gaussian
+
+        g = Gaussian(self.shape, self.mean, self.eigvecs, self.eigvals, float(self.floor))
+        return g(y, t).energy
 
 
 class DenoiserModel(nn.Module):
