@@ -149,7 +149,9 @@ def run(ckpt, t_grid=None, draws=100, n_images=16, source=None, split=None, batc
         write_rows(out, rows)
         res["out"] = str(out)
     if plot:
-        res["plot"] = str(plot_profile(prof, plot, plot_images, title=f"{data.name}, {draws} draws"))
+        from ..evaluation import model_label
+
+        res["plot"] = str(plot_profile(prof, plot, plot_images, title=f"{model_label(ckpt)}: {data.name}, {draws} draws"))
     return res
 
 
