@@ -248,37 +248,10 @@ def eval_nll(
 
 
 def render_nll(res, ckpt):
-    n = res["nll"]
-    err.print(f"NLL {n['bits_per_dim']:.4f} ± {n['bits_per_dim_stderr']:.4f} bits/dim  "
-              f"({n['nats_per_dim']:.4f} nats/dim, log p {n['log_p_db_per_dim']:.3f} dB/dim)  [{res['estimator']}]  {ckpt}",
-              style="bold")
-    err.print(f"  protocol: {res['protocol']}")
-    if "warning" in res:
-        err.print(f"  warning: {res['warning']}", style="yellow")
-    for bad in n.get("not_converged", [])[:10]:
-        err.print(f"  not converged: image {bad['index']} ({bad['reason']})", style="yellow")
-    if "one_shot" in res:
-        o = res["one_shot"]
-        err.print(f"  one-shot: {o['bits_per_dim']:.4f} ± {o['bits_per_dim_stderr']:.4f} bits/dim; "
-                  f"{res['estimator']} − one-shot = {n['bits_per_dim'] - o['bits_per_dim']:+.4f} bits/dim")
-    if "energy_at_t_min" in res:
-        e = res["energy_at_t_min"]
-        err.print(f"  energy at t_min={e['t']:g} (one-shot formula at the ODE's start): {e['bits_per_dim']:.4f} bits/dim")
-    for name, sec in res["seconds"].items():
-        err.print(f"  time: {name} {sec:.1f} s")
-    for key in ("baseline", "truth"):
-        if key in res:
-            b = res[key]
-            label = b.get("name", "true density (closed form)")
-            err.print(f"  {key}: {b['bits_per_dim']:.4f} bits/dim ({b['nats_per_dim']:.4f} nats/dim)  {label}; "
-                      f"model − {key} = {n['bits_per_dim'] - b['bits_per_dim']:+.4f} bits/dim")
-    if "denoising" in res:
-        curves = res["denoising"]["curves"]
-        err.print("  denoising (output PSNR, dB): input " + "  ".join(f"{r['psnr_in']:6.1f}" for r in next(iter(curves.values()))))
-        for name, rows in curves.items():
-            err.print(f"    {name}: " + "  ".join(f"{r['psnr_out']:6.2f}" for r in rows))
-    for p in res.get("plots", []) + ([res["denoising"]["plot"]] if "plot" in res.get("denoising", {}) else []):
-        err.print(f"  plot: {p}")
+    from .evaluation import summary_lines
+
+    for text, style in summary_lines(res, ckpt):
+        err.print(text, style=style)
 
 
 @app.command()
@@ -369,7 +342,7 @@ def dimension(
     Examples:
       dsmctl dimension runs/quickstart --t-grid 1e-6:10:15 --draws 100 --out deff.csv --plot deff.png
     """
-    from .analysis.dimension import parse_t_grid, run
+    from .analysis.dimension import parse_t_grid, run, summary_text
 
     if draws < 1 or n_images < 1:
         raise UsageError("--draws and --n-images must be >= 1")
@@ -380,11 +353,7 @@ def dimension(
         raise UsageError(f"--images {images!r}: expected comma-separated positions, e.g. 0,3,7") from None
     res = run(ckpt, grid, draws, n_images, data, split, batch_size, seed, device, out, plot, pos,
               log=lambda text: err.print(text))
-    err.print(f"{'t':>10} {'PSNR':>7} {'d_eff':>9} {'log p_t':>9}   (dataset mean; d = {res['d']}, log p in dB/dim)")
-    for m in res["dataset_mean"]:
-        lp = f"{m['log_p_db_per_dim']:9.3f}" if "log_p_db_per_dim" in m else f"{'-':>9}"
-        err.print(f"{m['t']:10.3g} {m['psnr']:7.1f} {m['d_eff']:9.2f} {lp}")
-    err.print(f"protocol: {res['protocol']}")
+    err.print(summary_text(res))
     for key in ("out", "plot"):
         if key in res:
             err.print(f"wrote {res[key]}")

@@ -254,3 +254,40 @@ def write_per_image(path, idx, nll, d, qbits, extra=None):
             w.writeheader()
             w.writerows(rows)
     tmp.replace(path)
+
+
+def summary_lines(res, ckpt):
+    """Human-readable report of eval_nll's result: [(text, style or None)], for the CLI to print."""
+    out = []
+    n = res["nll"]
+    out.append((f"NLL {n['bits_per_dim']:.4f} ± {n['bits_per_dim_stderr']:.4f} bits/dim  ({n['nats_per_dim']:.4f} "
+                f"nats/dim, log p {n['log_p_db_per_dim']:.3f} dB/dim)  [{res['estimator']}]  {ckpt}", "bold"))
+    out.append((f"  protocol: {res['protocol']}", None))
+    if "warning" in res:
+        out.append((f"  warning: {res['warning']}", "yellow"))
+    for bad in n.get("not_converged", [])[:10]:
+        out.append((f"  not converged: image {bad['index']} ({bad['reason']})", "yellow"))
+    if "one_shot" in res:
+        o = res["one_shot"]
+        out.append((f"  one-shot: {o['bits_per_dim']:.4f} ± {o['bits_per_dim_stderr']:.4f} bits/dim; "
+                    f"{res['estimator']} − one-shot = {n['bits_per_dim'] - o['bits_per_dim']:+.4f} bits/dim", None))
+    if "energy_at_t_min" in res:
+        e = res["energy_at_t_min"]
+        out.append((f"  energy at t_min={e['t']:g} (one-shot formula at the ODE's start): {e['bits_per_dim']:.4f} bits/dim", None))
+    for name, sec in res["seconds"].items():
+        out.append((f"  time: {name} {sec:.1f} s", None))
+    for key in ("baseline", "truth"):
+        if key in res:
+            b = res[key]
+            label = b.get("name", "true density (closed form)")
+            out.append((f"  {key}: {b['bits_per_dim']:.4f} bits/dim ({b['nats_per_dim']:.4f} nats/dim)  {label}; "
+                        f"model − {key} = {n['bits_per_dim'] - b['bits_per_dim']:+.4f} bits/dim", None))
+    if "denoising" in res:
+        curves = res["denoising"]["curves"]
+        first = next(iter(curves.values()))
+        out.append(("  denoising (output PSNR, dB): input " + "  ".join(f"{r['psnr_in']:6.1f}" for r in first), None))
+        for name, rows in curves.items():
+            out.append((f"    {name}: " + "  ".join(f"{r['psnr_out']:6.2f}" for r in rows), None))
+    for p in res.get("plots", []) + ([res["denoising"]["plot"]] if "plot" in res.get("denoising", {}) else []):
+        out.append((f"  plot: {p}", None))
+    return out

@@ -155,6 +155,16 @@ def run(ckpt, t_grid=None, draws=100, n_images=16, source=None, split=None, batc
     return res
 
 
+def summary_text(res):
+    """The dataset means per t as a table, and the protocol."""
+    lines = [f"{'t':>10} {'PSNR':>7} {'d_eff':>9} {'log p_t':>9}   (dataset mean; d = {res['d']}, log p in dB/dim)"]
+    for m in res["dataset_mean"]:
+        lp = f"{m['log_p_db_per_dim']:9.3f}" if "log_p_db_per_dim" in m else f"{'-':>9}"
+        lines.append(f"{m['t']:10.3g} {m['psnr']:7.1f} {m['d_eff']:9.2f} {lp}")
+    lines.append(f"protocol: {res['protocol']}")
+    return "\n".join(lines)
+
+
 def write_rows(path, rows):
     import csv
     import json
