@@ -131,6 +131,8 @@ def train(
     resume: str = typer.Option("auto", help="auto (newest complete checkpoint of the run dir, else fresh) | never | "
                                             "PATH (a checkpoint directory, verified, no fallback)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter count, then exit."),
+    shape: Optional[str] = typer.Option(None, help="With --dry-run: the example shape C,H,W (or D) to assume "
+                                        "instead of opening the data, e.g. 3,64,64 before ImageNet64 is prepared."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ):
@@ -152,7 +154,11 @@ def train(
     if dry_run:
         from .engine.dryrun import describe
 
-        info = describe(r)
+        try:
+            dims = tuple(int(v) for v in shape.split(",")) if shape else None
+        except ValueError:
+            raise UsageError(f"--shape {shape!r}: expected comma-separated integers, e.g. 3,64,64") from None
+        info = describe(r, dims)
         err.print(r.to_yaml().rstrip())
         err.print(f"# recipe hash {r.hash()}; {info['parameters']:,} parameters; examples of shape {tuple(info['shape'])}; "
                   f"global batch {r.train.batch_size} = {info['world_size']} process(es) x {info['batch_per_process']}; "

@@ -74,3 +74,10 @@ def test_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path):
     r = dsmctl("eval-nll", bad, check=False)
     assert r.returncode == 2 and "not a readable safetensors" in r.stderr
     assert not marker.exists()
+
+
+def test_dry_run_of_the_paper_recipe_before_the_data_exists():
+    r = dsmctl("train", "recipes/imagenet64.yaml", "--dry-run", "--shape", "3,64,64", "--json", cwd=ROOT)
+    doc = json.loads(r.stdout)
+    assert doc["parameters"] == 8_649_856 and doc["shape"] == [3, 64, 64]
+    assert doc["recipe"]["optim"]["lr"] == 5e-4 and doc["recipe"]["train"]["batch_size"] == 128

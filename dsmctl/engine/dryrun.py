@@ -8,8 +8,11 @@ from .. import data as data_mod
 from ..nn.build import build_model, count_parameters
 
 
-def describe(recipe):
-    shape = data_mod.open_split(recipe.data.source, recipe.data.train_split, recipe.data.synthetic).shape
+def describe(recipe, shape=None):
+    """shape: one example's shape, to describe a recipe whose data is not prepared yet."""
+    if shape is None:
+        shape = data_mod.open_split(recipe.data.source, recipe.data.train_split, recipe.data.synthetic).shape
+    shape = tuple(shape)
     model = build_model(recipe.model, shape)
     n_params = count_parameters(model)
     # Activations: sum of every module's output for one example, measured with hooks on a forward pass;
