@@ -107,3 +107,25 @@ def test_gaussian_base_starts_as_the_fitted_gaussian_and_roundtrips(tmp_path, ge
     save_model(tmp_path / "m.safetensors", model, {"recipe": recipe.to_dict(), "shape": [1, 8, 8]})
     loaded, _ = load_model(tmp_path / "m.safetensors")
     assert torch.allclose(loaded(y.float(), t.float()).energy.double(), a.energy, rtol=1e-4)
+
+
+def test_gaussian_base_accepts_a_low_rank_fit(gen):
+    """Fewer training images than dimensions (e.g. generalize with N = 10): the base is the low-rank fit,
+    its floor variance on the complement of the images' span, and equals the fitted density exactly."""
+    from dsmctl.likelihood import fit_anchor
+    from dsmctl.recipe import load_recipe
+
+    x = torch.rand(10, 1, 8, 8, generator=gen)
+    gauss = fit_anchor(x, min_var=1e-4)
+    assert gauss.rank < 64
+    recipe = load_recipe(raw={"model": {"widths": [4, 8], "mid_width": 8, "layers_per_block": 2, "base": "gaussian"}})
+    model = build_model(recipe.model, (1, 8, 8)).double()
+    model.base.set_gaussian(gauss)
+    y = torch.cat([x[:2], torch.rand(2, 1, 8, 8, generator=gen)]).double()  # two training images, two others
+    t = torch.tensor([1e-6, 0.01, 3.0, 0.0], dtype=torch.float64)
+    a = model(y, t, need=("energy", "grad_y", "grad_t"))
+    b = gauss(y, t, need=("energy", "grad_y", "grad_t"))
+    for k in ("energy", "grad_y", "grad_t"):
+        assert torch.allclose(getattr(a, k), getattr(b, k), rtol=1e-8, atol=1e-8), k
+    with pytest.raises(ValueError, match="floor"):
+        model.base.set_gaussian(type(gauss)(gauss.shape, gauss.mean, gauss.eigvecs, gauss.eigvals, floor=0.0))

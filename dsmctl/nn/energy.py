@@ -103,13 +103,23 @@ class GaussianBase(nn.Module):
 
     @torch.no_grad()
     def set_gaussian(self, gaussian):
-        """Copy a full-rank densities.Gaussian (e.g. likelihood.fit_anchor of the training split)."""
-        if gaussian.rank != self.mean.numel():
-            raise ValueError(f"the Gaussian base needs a full-rank covariance (rank {gaussian.rank} of "
-                             f"{self.mean.numel()}): fit it on more examples than dimensions")
-        self.mean.copy_(gaussian.mean)
-        self.eigvecs.copy_(gaussian.eigvecs)
-        self.eigvals.copy_(gaussian.eigvals)
+        """Copy a densities.Gaussian (e.g. likelihood.fit_anchor of the training split).
+
+        A low-rank fit (N <= d training examples) keeps its floor variance on the complement of its span;
+        the basis is completed here so the buffers always hold d orthonormal directions.
+        """
+        d = self.mean.numel()
+        vals = gaussian.variances().to(torch.float64)
+        vecs = torch.eye(d, dtype=torch.float64) if gaussian.eigvecs is None else gaussian.eigvecs.to(torch.float64)
+        if vecs.shape[1] < d:
+            if gaussian.floor <= 0:
+                raise ValueError(f"the Gaussian base has rank {gaussian.rank} of {d} and no floor variance: "
+                                 "fit it with min_var > 0")
+            # QR of [V | I]: the first r columns are V (up to sign), the rest span its complement.
+            vecs = torch.linalg.qr(torch.cat([vecs, torch.eye(d, dtype=torch.float64)], 1))[0]
+        self.mean.copy_(gaussian.mean.reshape(-1))
+        self.eigvecs.copy_(vecs)
+        self.eigvals.copy_(vals)
         self.floor.fill_(gaussian.floor)
 
     def forward(self, y, t):
