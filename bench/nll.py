@@ -9,14 +9,13 @@ wall time but not in the count.
   python bench/nll.py                          # untrained small UNet, random 8-bit images: cost only
   python bench/nll.py --model runs/quickstart-xxxx --n-images 16   # a trained model on its eval split
   python bench/nll.py --gaussian               # a Gaussian fitted to the data: both against the exact NLL
-  python bench/nll.py --pfode mypkg.mod:fn     # where the PF-ODE NLL lives (default: see PFODE_CANDIDATES)
 
-The PF-ODE function is called as fn(model, data, **kw), kw drawn from t, t_max, batch_size, seed, device as
-its signature accepts them, and must return an object or dict with bits_per_dim (and optionally nfe).
+The PF-ODE is dsmctl.pfode.pf_ode_nll (the estimator behind `eval-nll --estimator pf-ode`), started at
+--t-min (or at --t for noisy data) with the same prior at t_max as the one-shot anchor: N(0, t_max I) for an
+untrained model, the model's own anchor for --model (its Gaussian fitted on the training split), the exact
+density for --gaussian. Divergence: exact trace for d <= 64, else Hutchinson with --probes probes.
 """
 import argparse
-import importlib
-import inspect
 import json
 import math
 import sys
@@ -33,22 +32,9 @@ from dsmctl.densities import Gaussian  # noqa: E402
 from dsmctl.likelihood import one_shot_nll  # noqa: E402
 from dsmctl.nn.energy import EnergyModel  # noqa: E402
 from dsmctl.nn.unet import UNet  # noqa: E402
+from dsmctl.pfode import anchor_prior, pf_ode_nll  # noqa: E402
 
-PFODE_CANDIDATES = ("dsmctl.pfode:pf_ode_nll", "dsmctl.likelihood:pf_ode_nll")
 TARGETS = {"evals": 1000, "time": 300, "bits": 0.02}
-
-
-def find_pfode(spec=None):
-    """The PF-ODE NLL function, imported lazily; (None, why) if it is not in this tree."""
-    tried = []
-    for cand in ([spec] if spec else PFODE_CANDIDATES):
-        mod, _, name = cand.partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod), name)
-            return fn, cand
-        except (ImportError, AttributeError) as e:
-            tried.append(f"{cand} ({type(e).__name__})")
-    return None, "no PF-ODE NLL found: tried " + ", ".join(tried)
 
 
 class Counted:
@@ -81,10 +67,6 @@ class Counted:
         return self.model if self.hooked else self
 
 
-def get(res, key):
-    return res.get(key) if isinstance(res, dict) else getattr(res, key, None)
-
-
 def run(fn, device):
     sync(device)
     t0 = time.perf_counter()
@@ -109,7 +91,12 @@ def main():
     ap.add_argument("--data", help="evaluation source for --model (default: its own)")
     ap.add_argument("--split", help="split for --model (default: the recipe's eval split)")
     ap.add_argument("--gaussian", action="store_true", help="use a Gaussian fitted to the data as the model")
-    ap.add_argument("--pfode", help="module:function of the PF-ODE NLL")
+    ap.add_argument("--t-min", type=float, default=None, help="PF-ODE start for clean data (default: the recipe's "
+                    "noise.t_min for --model, else 1e-9)")
+    ap.add_argument("--probes", type=int, default=None, help="Hutchinson probes (0: exact trace; default: exact "
+                    "for d <= 64, else 1)")
+    ap.add_argument("--rtol", type=float, default=1e-5)
+    ap.add_argument("--atol", type=float, default=1e-5)
     ap.add_argument("--n-images", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--t", type=float, default=0.0, help="noise variance of the evaluated data (0: clean 8-bit)")
@@ -127,33 +114,37 @@ def main():
     device = pick_device(args.device, args.threads)
     load0 = loadavg()
 
+    t_min, anchor, prior = args.t_min or 1e-9, "paper", None
     if args.model:
         from dsmctl.checkpoint import load_model
+        from dsmctl.data import open_split
         from dsmctl.evaluation import open_eval_data
         model, meta = load_model(args.model, device)
-        data, source, _ = open_eval_data(meta, args.data, args.split, args.n_images)
+        data, source, synthetic = open_eval_data(meta, args.data, args.split, args.n_images)
         what = f"{args.model} on {source}"
+        t_min, anchor = args.t_min or meta["recipe"]["noise"]["t_min"], meta["recipe"]["eval"]["anchor"]
+        if anchor == "gaussian":  # fitted on other images than the evaluated ones (see pfode.anchor_prior)
+            prior = anchor_prior(anchor, open_split(source, meta["recipe"]["data"]["train_split"], synthetic))
     else:
         model, data, what = default_setup(args, device)
         what = f"untrained EnergyModel(UNet widths {args.widths}) on {data.name}"
     if args.gaussian:
         model = Gaussian.fit(torch.cat([b for _, b in data.batches(1024, dtype=torch.float64)]), min_var=1e-4)
         what = f"Gaussian fitted to {data.name} (closed form; exact NLL known)"
+        anchor, prior = "gaussian", model  # the model's own p_t_max is the exact prior
     data = data.subset(np.arange(min(args.n_images, len(data))))
+    prior = prior or anchor_prior(anchor, data, data.shape)
     n = len(data)
     kw = dict(t=args.t, t_max=args.t_max, batch_size=args.batch_size, seed=0, device=device)
 
-    rows, results = [], {}
+    results = {}
     counted = Counted(model)
     with torch.no_grad():
-        res, secs = run(lambda: one_shot_nll(counted.target, data, anchor="gaussian" if args.gaussian else "paper",
-                                             **{k: kw[k] for k in ("t", "t_max", "batch_size", "seed", "device")}),
-                        device)
+        res, secs = run(lambda: one_shot_nll(counted.target, data, anchor=anchor, **kw), device)
     results["one-shot (with constant)"] = (res.bits_per_dim, counted.images / n, secs)
     counted.images = 0
     with torch.no_grad():
-        res2, secs2 = run(lambda: one_shot_nll(counted.target, data, constant=(res.constant, res.constant_stderr),
-                                               **{k: kw[k] for k in ("t", "t_max", "batch_size", "seed", "device")}),
+        res2, secs2 = run(lambda: one_shot_nll(counted.target, data, constant=(res.constant, res.constant_stderr), **kw),
                           device)
     results["one-shot (stored constant)"] = (res2.bits_per_dim, counted.images / n, secs2)
     if args.gaussian:
@@ -162,16 +153,16 @@ def main():
         bits = exact.mean().item() / (data.d * math.log(2)) + (8 if args.t == 0 and data.quantization_bits else 0)
         results["exact (closed form)"] = (bits, float("nan"), float("nan"))
 
-    fn, where = find_pfode(args.pfode)
-    if fn is None:
-        print(f"PF-ODE part skipped: {where}. Pass --pfode module:function once it exists.")
-    else:
-        params = inspect.signature(fn).parameters
-        counted.images = 0
-        out, secs = run(lambda: fn(counted.target, data, **{k: v for k, v in kw.items() if k in params}), device)
-        nfe = counted.images / n
-        reported = get(out, "nfe")
-        results[f"PF-ODE ({where})"] = (get(out, "bits_per_dim"), nfe if nfe else reported, secs)
+    probes = args.probes if args.probes is not None else (None if data.d <= 64 else 1)
+    counted.images = 0
+    (ode, *_), secs = run(lambda: pf_ode_nll(counted.target, data, prior, t_min, args.t_max, args.rtol, args.atol,
+                                             probes or None, args.batch_size, 0, device, noisy_t=args.t), device)
+    nfe = counted.images / n
+    divergence = f"Hutchinson {probes} probe(s)" if probes else "exact trace"
+    ode_name = f"PF-ODE ({divergence}, rtol {args.rtol:g})"
+    results[ode_name] = (ode.bits_per_dim, nfe if nfe else ode.nfe_mean, secs)
+    if ode.n_converged < ode.n_images:
+        print(f"PF-ODE: {ode.n_images - ode.n_converged} image(s) did not converge: {ode.not_converged}")
     load1 = loadavg()
 
     table = [["method", "bits/dim", "network evals / image", "wall s", "s / image"]]
@@ -179,22 +170,18 @@ def main():
         table.append([name, f"{bits:.4f}", "-" if math.isnan(evals) else f"{evals:,.1f}",
                       "-" if math.isnan(secs) else f"{secs:.3g}", "-" if math.isnan(secs) else f"{secs / n:.3g}"])
     lines = [f"model: {what}; {n} images of {'x'.join(map(str, data.shape))}, t = {args.t:g}, t_max = {args.t_max:g}, "
-             f"batch {args.batch_size}, noise seed 0, anchor {'gaussian' if args.gaussian else 'paper'}"]
-    ode = [k for k in results if k.startswith("PF-ODE")]
-    if ode:
-        o = results[ode[0]]
-        verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
-        for base in ("one-shot (with constant)", "one-shot (stored constant)"):
-            s = results[base]
-            evals_ratio, time_ratio, diff = o[1] / s[1], o[2] / s[2], abs(o[0] - s[0])
-            lines.append(f"PF-ODE vs {base}: {evals_ratio:,.0f}x network evaluations (target >= {TARGETS['evals']}: "
-                         f"{verdict(evals_ratio >= TARGETS['evals'])}), {time_ratio:,.0f}x wall time (target >= "
-                         f"{TARGETS['time']}: {verdict(time_ratio >= TARGETS['time'])}), |difference| {diff:.4f} "
-                         f"bits/dim (target <= {TARGETS['bits']}: {verdict(diff <= TARGETS['bits'])}"
-                         + ("; untrained model: not a consistent density, agreement not expected"
-                            if what.startswith("untrained") else "") + ")")
-    else:
-        lines.append(f"PF-ODE: not run ({where})")
+             f"batch {args.batch_size}, noise seed 0, anchor {anchor}, PF-ODE from t = {args.t or t_min:g}"]
+    o = results[ode_name]
+    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    for base in ("one-shot (with constant)", "one-shot (stored constant)"):
+        s = results[base]
+        evals_ratio, time_ratio, diff = o[1] / s[1], o[2] / s[2], abs(o[0] - s[0])
+        lines.append(f"PF-ODE vs {base}: {evals_ratio:,.0f}x network evaluations (target >= {TARGETS['evals']}: "
+                     f"{verdict(evals_ratio >= TARGETS['evals'])}), {time_ratio:,.0f}x wall time (target >= "
+                     f"{TARGETS['time']}: {verdict(time_ratio >= TARGETS['time'])}), |difference| {diff:.4f} "
+                     f"bits/dim (target <= {TARGETS['bits']}: {verdict(diff <= TARGETS['bits'])}"
+                     + ("; untrained model: not a consistent density, agreement not expected"
+                        if what.startswith("untrained") else "") + ")")
     print_table(table)
     for line in lines:
         print(line)
