@@ -26,19 +26,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import cpu_name  # noqa: E402
 from dsmctl.data.cache import load_split, write_prepared  # noqa: E402
 from dsmctl.data.loader import Prefetch, random_flips  # noqa: E402
 from dsmctl.engine.trainer import IndexSampler  # noqa: E402
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_cache(n, side, root):

@@ -3,13 +3,12 @@
 Loading never unpickles: weights come from safetensors, everything else from JSON strings.
 """
 import json
-import os
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .fileio import atomic_path
 from .nn.build import build_model
 from .recipe import RecipeError, recipe_from_dict
 
@@ -32,11 +31,8 @@ def save_state(path, state, meta):
     """Like save_model, from a state dict."""
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"dsmctl": json.dumps(meta)})
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"dsmctl": json.dumps(meta)})
 
 
 def resolve_model_path(path, weights="auto"):

@@ -3,8 +3,6 @@
 Estimators: "one-shot" (the paper's protocol, default), "dequantized" (8-bit data: a bound comparable with
 dequantized baselines), "pf-ode" (probability-flow ODE from the same network's grad_y U).
 """
-import csv
-import json
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 from . import data as data_mod
 from . import units
 from .checkpoint import load_model
+from .fileio import write_rows
 from .likelihood import fit_anchor, normalization_constant, one_shot_nll
 
 ESTIMATORS = ("one-shot", "dequantized", "pf-ode")
@@ -236,7 +235,6 @@ def protocol_text(estimator, r):
 
 def write_per_image(path, idx, nll, d, qbits, extra=None):
     """CSV or JSONL (by suffix) keyed by dataset index: energy (nats), log p (dB/dim), bits/dim (+ extra columns)."""
-    path = Path(path)
     extra = extra or {}
     rows = []
     for k, (i, u) in enumerate(zip(idx.tolist(), nll.tolist())):
@@ -244,16 +242,7 @@ def write_per_image(path, idx, nll, d, qbits, extra=None):
                "bits_per_dim": units.bits_per_dim(float(u), d, qbits)}
         row.update({name: values[k] for name, values in extra.items()})
         rows.append(row)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        if path.suffix == ".jsonl":
-            for r in rows:
-                f.write(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}) + "\n")
-        else:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    tmp.replace(path)
+    write_rows(path, rows)
 
 
 def summary_lines(res, ckpt):

@@ -19,6 +19,7 @@ from . import data as data_mod
 from . import sample_io, units
 from .checkpoint import load_model, resolve_model_path
 from .evaluation import pick_device
+from .fileio import write_json
 from .sampling import SamplerConfig, sample
 
 
@@ -144,7 +145,7 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
     if world == 1:
         return finish(out_dir, seeds, x, extras, shape, info, grid_n, seconds, shard=None)
     sample_io.write_shard(out_dir, rank, world, sig, my_seeds, x, extras)
-    sample_io.write_json(out_dir / f"shard-{rank:03d}-of-{world:03d}.json", {**info, "seconds": seconds})
+    write_json(out_dir / f"shard-{rank:03d}-of-{world:03d}.json", {**info, "seconds": seconds})
     if not (from_env and rank == 0):
         return {**info, "shard": f"{rank}/{world}", "n": len(my_seeds), "seconds": seconds,
                 "files": [str(sample_io.shard_path(out_dir, rank, world))], "merged": False}
@@ -205,7 +206,7 @@ def finish(out_dir, seeds, x, extras, shape, info, grid_n, seconds, shard):
         summary["log_p"] = {"db_per_dim": units.log_p_db_per_dim(float(e.mean()), d),
                             "db_per_dim_stderr": units.nats_to_db(se) / d,
                             "nats_per_dim": -units.nats_per_dim(float(e.mean()), d)}
-    sample_io.write_json(Path(out_dir) / "stats.json", summary)
+    write_json(Path(out_dir) / "stats.json", summary)
     return summary
 
 

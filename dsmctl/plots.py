@@ -2,10 +2,11 @@
 
 Each function takes plain arrays, writes one PNG atomically (temporary name, then rename) and returns its path.
 """
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_path
 
 DPI = 150
 
@@ -22,10 +23,9 @@ def _pyplot():
 def _save(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
     _pyplot().close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -10,12 +10,12 @@ Layout of the output directory:
   stats.json             the sampler settings, protocol and measured numbers (also printed with --json)
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a torn file.
 """
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_path
 
 
 def parse_seeds(text):
@@ -49,34 +49,20 @@ def is_image_shape(shape):
     return len(shape) == 3 and shape[0] in (1, 3, 4)
 
 
-def _tmp(path):
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def write_png(path, img):
     """img: uint8 H x W x C with C in (1, 3, 4)."""
     from PIL import Image
 
     path = Path(path)
     img = img[..., 0] if img.shape[-1] == 1 else img
-    tmp = _tmp(path)
-    Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(img)).save(tmp, format="PNG")
 
 
 def write_npz(path, **arrays):
     path = Path(path)
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
-def write_json(path, obj):
-    path = Path(path)
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def seed_png(out_dir, seed):

@@ -124,3 +124,15 @@ def write_hf_parquet(root, kind="image", side=8, sizes=(("train", 5), ("validati
         ds.to_parquet(str(path))
         out[split] = (x, y)
     return out
+
+
+def run_cli(args, monkeypatch):
+    """Run `dsmctl ARGS` in this process (sys.argv patched); returns the exit code."""
+    from dsmctl import cli
+
+    monkeypatch.setattr("sys.argv", ["dsmctl", *map(str, args)])
+    try:
+        cli.main()
+    except SystemExit as e:
+        return e.code or 0
+    return 0

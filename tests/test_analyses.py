@@ -1,7 +1,6 @@
 """Dequantized NLL, effective dimension and the denoising curve on closed-form densities."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,13 +13,7 @@ from dsmctl.densities import Gaussian
 from dsmctl.likelihood import one_shot_nll
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many tiny ops: extra threads only add synchronization (10-50x slower on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def image_gaussian(d, g, lo=3e-3, hi=3e-2):

@@ -17,12 +17,7 @@ TINY = {"data": {"source": "demo"},
         "eval": {"t_max": 10.0, "anchor": "gaussian", "n_images": 24, "batch_size": 24}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

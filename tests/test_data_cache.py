@@ -130,28 +130,17 @@ def test_verify_detects_corruption(tmp_path):
     assert not ok and report["train"][0] != report["train"][1]
 
 
-def run_cli(args, monkeypatch):
-    from dsmctl import cli
-
-    monkeypatch.setattr("sys.argv", ["dsmctl", *map(str, args)])
-    try:
-        cli.main()
-    except SystemExit as e:
-        return e.code or 0
-    return 0
-
-
 def test_cli_prepare_verify_and_progress_lines(tmp_path, capsys, monkeypatch):
     np.save(tmp_path / "a.npy", fx.images(3, 4))
-    assert run_cli(["prepare", tmp_path / "a.npy", "--out", tmp_path / "o", "--json"], monkeypatch) == 0
+    assert fx.run_cli(["prepare", tmp_path / "a.npy", "--out", tmp_path / "o", "--json"], monkeypatch) == 0
     captured = capsys.readouterr()
     manifest = json.loads(captured.out)
     assert "[prepare] write train: 3/3" in captured.err and manifest["fingerprint"] in captured.err
-    assert run_cli(["prepare", "--verify", tmp_path / "o"], monkeypatch) == 0
+    assert fx.run_cli(["prepare", "--verify", tmp_path / "o"], monkeypatch) == 0
     assert "train: ok" in capsys.readouterr().err
     arr = np.load(tmp_path / "o" / "train.npy", mmap_mode="r+")
     arr[0, 0, 0, 0] ^= 1
     arr.flush()
     del arr
-    assert run_cli(["prepare", "--verify", tmp_path / "o"], monkeypatch) == 1
+    assert fx.run_cli(["prepare", "--verify", tmp_path / "o"], monkeypatch) == 1
     assert "train: MISMATCH" in capsys.readouterr().err

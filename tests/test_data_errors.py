@@ -8,19 +8,8 @@ import pytest
 import data_fixtures as fx
 
 
-def run_cli(args, monkeypatch):
-    from dsmctl import cli
-
-    monkeypatch.setattr("sys.argv", ["dsmctl", *map(str, args)])
-    try:
-        cli.main()
-    except SystemExit as e:
-        return e.code or 0
-    return 0
-
-
 def one_line_error(args, monkeypatch, capsys):
-    code = run_cli(args, monkeypatch)
+    code = fx.run_cli(args, monkeypatch)
     full = capsys.readouterr().err
     # Only lines from the fixtures' own datasets calls (progress bars) may come before the error.
     lines = [line for line in full.strip().splitlines() if not any(k in line for k in ("ba/s", "examples/s", "%|"))]

@@ -1,5 +1,4 @@
 """Closed-form densities: derivatives, entropies and sampling agree with independent computations."""
-import math
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from dsmctl import cli
 from dsmctl.engine import checkpoints
@@ -35,12 +34,7 @@ def overrides(data, **more):
     return [f"{k}={v}" for k, v in base.items()]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_nonfinite_steps_are_skipped_named_and_counted(nan_data, tmp_path):

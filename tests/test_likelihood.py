@@ -1,5 +1,4 @@
 """Normalization constant and one-shot NLL, checked on closed-form densities."""
-import math
 
 import pytest
 import torch

@@ -8,13 +8,7 @@ from dsmctl.densities import Gaussian, gsm
 from dsmctl.pfode import anchor_prior, dopri5, grad_and_laplacian, pf_ode_nll, rademacher_probes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many tiny ops: extra threads only add synchronization (10-50x slower on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def full_gaussian(d, g, mean=0.5):

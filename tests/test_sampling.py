@@ -5,7 +5,6 @@ sample covariance (and mean) against the identity; for the Gaussian scale mixtur
 the radial distribution ||x||^2 / d against its exact CDF (a mixture of scaled chi-square laws). Seeds are
 fixed, so every test is deterministic; the "detects" tests show the statistics do fail on wrong samples.
 """
-import math
 
 import numpy as np
 import pytest

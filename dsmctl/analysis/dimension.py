@@ -13,6 +13,7 @@ import torch
 
 from .. import units
 from ..data.arrays import ArrayData
+from ..fileio import write_rows
 from ..rng import indexed_normal
 
 DIM_STREAM = 10_000  # draw k uses rng stream DIM_STREAM + k
@@ -163,24 +164,6 @@ def summary_text(res):
         lines.append(f"{m['t']:10.3g} {m['psnr']:7.1f} {m['d_eff']:9.2f} {lp}")
     lines.append(f"protocol: {res['protocol']}")
     return "\n".join(lines)
-
-
-def write_rows(path, rows):
-    import csv
-    import json
-    from pathlib import Path
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        if path.suffix == ".jsonl":
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        else:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    tmp.replace(path)
 
 
 def plot_profile(prof, path, positions=None, title=""):

@@ -13,15 +13,14 @@ is reused, an unfinished one resumes from its latest checkpoint.
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import data as data_mod
 from .. import units
 from ..checkpoint import MODEL_FILE, load_model, read_meta
+from ..fileio import write_text
 from ..likelihood import normalization_constant, one_shot_nll
 
 DEFAULT_THRESHOLD_DB = 1.0
@@ -170,18 +169,12 @@ def summary_text(rows):
     return "\n".join(lines)
 
 
-def _write(path, text):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(out, rows, per_image, plot=True):
-    _write(out / "generalization.json", json.dumps({"rows": rows}, indent=2))
-    _write(out / "generalization.txt", summary_text(rows) + "\n")
+    write_text(out / "generalization.json", json.dumps({"rows": rows}, indent=2))
+    write_text(out / "generalization.txt", summary_text(rows) + "\n")
     lines = ["n,set,index,log_p_a,log_p_b"] + [f"{r['n']},{r['set']},{r['index']},{r['log_p_a']:.6f},{r['log_p_b']:.6f}"
                                               for r in per_image]
-    _write(out / "per_image.csv", "\n".join(lines) + "\n")
+    write_text(out / "per_image.csv", "\n".join(lines) + "\n")
     if plot:
         from .. import plots
 

@@ -12,7 +12,6 @@ built under a temporary name and renamed into place (writer.py).
 """
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -73,17 +72,6 @@ def write_prepared(out, splits, labels=None, info=None, request=None, force=True
     readers = {name: ArrayReader(np.asarray(a), (labels or {}).get(name), where=f"{out}:{name}")
                for name, a in splits.items()}
     return write_splits(out, readers, info or {}, request=request, force=force, progress=progress)
-
-
-def _write_json(path, obj):
-    """Write JSON under a temporary name, fsync, then rename: readers see the old or the new file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_split(path, split):

@@ -1,21 +1,17 @@
 """Progress of `dsmctl prepare` on stderr: a rich bar on a terminal, a plain line every few seconds otherwise."""
-import sys
 import time
 
+from ..progress import StderrProgress
 
-class PrepareProgress:
+
+class PrepareProgress(StderrProgress):
     def __init__(self, enabled=True, every_s=10.0, stream=None):
-        self.enabled, self.every_s = enabled, every_s
-        self.stream = stream or sys.stderr
-        self.bar, self.tasks, self.last = None, {}, {}
-        if enabled and self.stream.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        super().__init__(enabled, stream)
+        self.every_s, self.tasks, self.last = every_s, {}, {}
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=Console(file=self.stream, emoji=False, markup=False,
-                                                                       highlight=False))
-            self.bar.start()
+            self.start_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
 
     def start(self, label, total, done=0):
         if not self.enabled:
@@ -37,16 +33,3 @@ class PrepareProgress:
         if done >= total or now - self.last.get(label, 0.0) >= self.every_s:
             self.last[label] = now
             print(f"[prepare] {label}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)", file=self.stream, flush=True)
-
-    def log(self, text):
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.console.print(text, markup=False)
-        else:
-            print(text, file=self.stream, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None

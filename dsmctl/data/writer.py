@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import (FORMAT, MANIFEST, DataError, _write_json, array_sha256, combined_fingerprint, is_prepared,
+from ..fileio import fsync_dir, write_json
+from .cache import (FORMAT, MANIFEST, DataError, array_sha256, combined_fingerprint, is_prepared,
                     read_manifest)
 
 CHUNK_BYTES = 32 << 20
@@ -60,7 +61,7 @@ def write_splits(out, readers, info, request=None, force=False, progress=None):
             {k: v["labels_sha256"] for k, v in manifest["splits"].items() if "labels_sha256" in v})
         manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         (tmp / PROGRESS).unlink()
-        _write_json(tmp / MANIFEST, manifest)
+        write_json(tmp / MANIFEST, manifest)
         _install(tmp, out)
     finally:
         _unlock(lock)
@@ -106,7 +107,7 @@ def _open_partial(tmp, key, readers, progress):
                                   shape=(reader.n, *reader.shape)).flush()
         if reader.has_labels:
             np.lib.format.open_memmap(tmp / f"{name}_labels.npy", mode="w+", dtype=np.int64, shape=(reader.n,)).flush()
-    _write_json(state_file, state)
+    write_json(state_file, state)
     return state
 
 
@@ -144,7 +145,7 @@ def _fill(tmp, name, reader, state, progress):
             y_out.flush()
         x_out.flush()
         split_state["done"] = hi
-        _write_json(tmp / PROGRESS, state)
+        write_json(tmp / PROGRESS, state)
         if progress:
             progress.advance(f"write {name}", hi, n)
     del x_out, y_out
@@ -169,17 +170,4 @@ def _install(tmp, out):
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)
-    _fsync_dir(out.parent)
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(out.parent)

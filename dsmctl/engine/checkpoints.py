@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..checkpoint import EMA_FILE, MODEL_FILE, CheckpointError, save_state
+from ..fileio import fsync_dir, write_text
 
 STATE_FILE = "state.pt"
 MANIFEST = "manifest.json"
@@ -40,7 +41,7 @@ def init_run_dir(run_dir, recipe, command):
     ckdir.mkdir(parents=True, exist_ok=True)
     for stale in ckdir.glob(".step-*.tmp"):  # left by a run killed while saving
         shutil.rmtree(stale, ignore_errors=True)
-    write_atomic(run_dir / "recipe.yaml", recipe.to_yaml())
+    write_text(run_dir / "recipe.yaml", recipe.to_yaml())
     with open(run_dir / "command.txt", "a") as f:  # one line per invocation (fresh start or resume)
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}  {command or ' '.join(sys.argv)}\n")
     versions = {"python": platform.python_version(), "platform": platform.platform()}
@@ -52,30 +53,7 @@ def init_run_dir(run_dir, recipe, command):
         except PackageNotFoundError:
             versions[name] = None
     versions["cuda"] = torch.version.cuda
-    write_atomic(run_dir / "versions.json", json.dumps(versions, indent=2) + "\n")
-
-
-def write_atomic(path, text):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_text(run_dir / "versions.json", json.dumps(versions, indent=2) + "\n")
 
 
 def sha256(path):
@@ -101,14 +79,14 @@ def save_checkpoint(run_dir, step, weights, ema_weights, state, meta, keep_last,
         f.flush()
         os.fsync(f.fileno())
     files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in sorted(tmp.iterdir())}
-    write_atomic(tmp / MANIFEST, json.dumps({"format": FORMAT, "step": step, "files": files}, indent=2) + "\n")
+    write_text(tmp / MANIFEST, json.dumps({"format": FORMAT, "step": step, "files": files}, indent=2) + "\n")
     fsync_dir(tmp)
     final = ckdir / name
     if final.exists():  # same step written again (e.g. resumed and stopped at once): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_dir(ckdir)
-    write_atomic(ckdir / "latest", name + "\n")
+    write_text(ckdir / "latest", name + "\n")
     fsync_dir(ckdir)
     apply_retention(ckdir, keep_last, keep_log, ckpt_every)
     return final
@@ -248,5 +226,5 @@ def rewind_metrics(run_dir, step):
         else:
             keep.append(line)
     if dropped:
-        write_atomic(path, "".join(line + "\n" for line in keep))
+        write_text(path, "".join(line + "\n" for line in keep))
     return dropped

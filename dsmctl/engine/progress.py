@@ -1,6 +1,7 @@
 """Training progress on stderr: a rich bar on a terminal, one plain line every few seconds otherwise."""
-import sys
 import time
+
+from ..progress import StderrProgress
 
 
 def fmt_metrics(m):
@@ -21,23 +22,17 @@ def fmt_duration(seconds):
     return f"{seconds / 86400:.1f} days"
 
 
-class Progress:
+class Progress(StderrProgress):
     def __init__(self, total, initial=0, enabled=True, every_s=10.0, stream=None):
-        self.enabled, self.total, self.every_s = enabled, total, every_s
-        self.stream = stream or sys.stderr
-        self.tty = self.enabled and self.stream.isatty()
-        self.last_print = 0.0
-        self.bar = None
+        super().__init__(enabled, stream)
+        self.total, self.every_s, self.last_print = total, every_s, 0.0
         if self.tty:
-            from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
-            from rich.console import Console
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-            console = Console(file=self.stream, emoji=False, markup=False, highlight=False)
             # Step count and ETA first, so that a narrow terminal truncates the metrics, not them.
-            self.bar = Bar(TextColumn("{task.completed}/{task.total}"), BarColumn(bar_width=16),
-                           TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console)
+            self.start_bar(TextColumn("{task.completed}/{task.total}"), BarColumn(bar_width=16), TimeRemainingColumn(),
+                           TextColumn("{task.fields[info]}"))
             self.task = self.bar.add_task("train", total=total, completed=initial, info="")
-            self.bar.start()
 
     def tick(self, step):
         """Every step: moves the bar on a terminal (metrics arrive every train.log_every steps)."""
@@ -57,15 +52,3 @@ class Progress:
             eta = metrics.get("eta_s")
             eta = f"  eta {fmt_duration(eta)}" if eta is not None else ""
             print(f"[train] {fmt_metrics(metrics)}{eta}", file=self.stream, flush=True)
-
-    def log(self, text):
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.console.print(text, markup=False)
-        else:
-            print(text, file=self.stream, flush=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.stop()

@@ -249,7 +249,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     summary.update(export(acc, model, ema, recipe, meta, run_dir, done, shape, prog))
     summary["checkpoint"] = str(last_ckpt)
     if acc.is_main_process:
-        checkpoints.write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        checkpoints.write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
