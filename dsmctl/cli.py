@@ -407,6 +407,7 @@ def sample(
       torchrun --standalone --nproc_per_node 4 -m dsmctl sample RUN --seeds 0-9999 --out samples/big
     """
     from . import generation, sample_io
+    from .progress import FractionProgress
 
     if merge:
         res = generation.merge_dir(ckpt, out, grid)
@@ -418,7 +419,7 @@ def sample(
             raise UsageError(f"--n {n} but --seeds {seeds!r} lists {len(seed_list)} seeds")
         if batch_size < 1:
             raise UsageError(f"--batch-size {batch_size}: expected a positive number")
-        with _fraction_progress(f"sample {sampler}, {len(seed_list)} seeds", not quiet) as bar:
+        with FractionProgress(f"sample {sampler}, {len(seed_list)} seeds", not quiet) as bar:
             res = generation.sample_checkpoint(
                 ckpt, seed_list, out, batch_size=batch_size, device=device, shard=shard, grid_n=grid, progress=bar,
                 sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min, schedule=schedule,
@@ -427,42 +428,6 @@ def sample(
     _render_sample(res)
     if as_json:
         emit_json(res)
-
-
-class _fraction_progress:
-    """A progress bar with ETA (rich, on a terminal) or a plain line every 10 s, fed fractions in [0, 1]."""
-
-    def __init__(self, label, enabled):
-        self.label, self.enabled, self.bar, self.last = label, enabled, None, 0.0
-
-    def __enter__(self):
-        import time
-
-        self.t0 = time.time()
-        if self.enabled and err.is_terminal:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn(self.label), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err)
-            self.task = self.bar.add_task(self.label, total=1000)
-            self.bar.start()
-        return self if self.enabled else None
-
-    def __call__(self, fraction):
-        import time
-
-        if self.bar is not None:
-            self.bar.update(self.task, completed=int(1000 * fraction))
-            return
-        now = time.time()
-        if now - self.last >= 10 or fraction >= 1:
-            self.last = now
-            eta = (now - self.t0) * (1 - fraction) / fraction if fraction > 0 else float("nan")
-            err.print(f"[{self.label}] {100 * fraction:5.1f}%  elapsed {now - self.t0:.0f} s  eta {eta:.0f} s")
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _render_sample(res):

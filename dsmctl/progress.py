@@ -1,5 +1,6 @@
 """Progress on stderr, shared by prepare and train: a rich bar on a terminal, plain lines otherwise."""
 import sys
+import time
 
 
 class StderrProgress:
@@ -32,3 +33,34 @@ class StderrProgress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+class FractionProgress(StderrProgress):
+    """Fed fractions in [0, 1]: a bar with ETA on a terminal, a plain line every `every_s` seconds otherwise.
+    A context manager that yields itself as the callback, or None when disabled."""
+
+    def __init__(self, label, enabled=True, every_s=10.0, stream=None):
+        super().__init__(enabled, stream)
+        self.label, self.every_s, self.last, self.t0 = label, every_s, 0.0, time.time()
+        if self.tty:
+            from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.start_bar(TextColumn(label), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
+                           TextColumn("eta"), TimeRemainingColumn())
+            self.task = self.bar.add_task(label, total=1000)
+
+    def __enter__(self):
+        return self if self.enabled else None
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __call__(self, fraction):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=int(1000 * fraction))
+            return
+        now = time.time()
+        if now - self.last >= self.every_s or fraction >= 1:
+            self.last = now
+            eta = (now - self.t0) * (1 - fraction) / fraction if fraction > 0 else float("nan")
+            self.log(f"[{self.label}] {100 * fraction:5.1f}%  elapsed {now - self.t0:.0f} s  eta {eta:.0f} s")
