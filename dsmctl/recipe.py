@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -163,6 +164,17 @@ def _check_values(r, where):
     need(r.eval.t_max > 0, "eval.t_max", "a positive noise variance", r.eval.t_max)
     need(r.eval.batch_size > 0, "eval.batch_size", "a positive batch size", r.eval.batch_size)
     need(r.eval.n_images is None or r.eval.n_images > 0, "eval.n_images", "null or a positive count", r.eval.n_images)
+    need(r.model.radial_components >= 1, "model.radial_components", "at least 1", r.model.radial_components)
+    need(r.model.radial_hidden >= 1, "model.radial_hidden", "at least 1", r.model.radial_hidden)
+    need(r.model.radial_depth >= 0, "model.radial_depth", "a non-negative number of layers", r.model.radial_depth)
+    need(r.model.kind == "energy" or r.model.base == "none", "model.base",
+         f"none for model.kind {r.model.kind} (the Gaussian base is added to an energy UNet)", r.model.base)
+    need(r.model.kind != "denoiser" or r.loss.mode == "single", "loss.mode",
+         "single for model.kind denoiser (a score network has no time derivative to train)", r.loss.mode)
+    need(r.optim.schedule != "onecycle" or r.optim.warmup_steps == 0, "optim.warmup_steps",
+         "0 with optim.schedule onecycle (its warm-up is built in)", r.optim.warmup_steps)
+    need(r.data.subset is None or re.fullmatch(r"(first|last):[1-9][0-9]*|random:[1-9][0-9]*:[0-9]+:[ab]", r.data.subset),
+         "data.subset", "null, first:N, last:N or random:N:SEED:a|b", r.data.subset)
     need(r.data.source != "synthetic" or isinstance(r.data.synthetic, dict), "data.synthetic",
          "a mapping {kind, d, n_train, ...} when data.source is synthetic", r.data.synthetic)
 

@@ -129,7 +129,7 @@ def run(recipe, ns, out, split="first-last", n_eval=500, threshold=DEFAULT_THRES
     rows, per_image = [], []
     batch_size = batch_size or recipe.eval.batch_size
     # Default: the lowest trained noise level. Below it the network extrapolates (with the logt embedding, t = 0
-    # is read as 1e-12, six decades below a t_min of 1e-6), which blurs memorization; see docs/analyses.md.
+    # is read as t = 1e-9, three decades below a t_min of 1e-6), which blurs memorization; see docs/analyses.md.
     t = recipe.noise.t_min if t is None else t
     for n in sorted(ns):
         specs = subset_specs(n, split)
