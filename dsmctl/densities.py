@@ -14,6 +14,20 @@ from .nn.energy import EnergyOutput, as_batch_t, parse_need
 LOG_2PI = math.log(2 * math.pi)
 
 
+def ledoit_wolf(xc):
+    """(shrunk covariance, intensity) of centred samples xc (N, d): (1 - delta) S + delta mu I, mu = tr S / d,
+    delta = min(1, b2 / d2), d2 = ||S - mu I||_F^2, b2 = (1/N^2) sum_i ||x_i x_i^T - S||_F^2 (Ledoit & Wolf 2004)."""
+    n, d = xc.shape
+    cov = xc.T @ xc / n
+    mu = cov.trace() / d
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+    d2 = ((cov - mu * eye) ** 2).sum()
+    # sum_i ||x_i x_i^T - S||^2 = sum_i ||x_i||^4 - 2 sum_i x_i^T S x_i + N ||S||^2, without forming N d x d matrices
+    b2 = (((xc ** 2).sum(1) ** 2).sum() - 2 * ((xc @ cov) * xc).sum() + n * (cov ** 2).sum()) / n ** 2
+    delta = 1.0 if d2 <= 0 else min(1.0, (b2 / d2).item())
+    return (1 - delta) * cov + delta * mu * eye, delta
+
+
 class Gaussian:
     """N(mean, S) with S = V diag(eigvals) V^T + floor (I - V V^T), V (d, r) orthonormal columns.
 
@@ -42,16 +56,25 @@ class Gaussian:
         return cls(shape or (cov.shape[0],), mean=mean, eigvecs=eigvecs, eigvals=eigvals.clamp_min(0), floor=0.0)
 
     @classmethod
-    def fit(cls, x, min_var=0.0):
+    def fit(cls, x, min_var=0.0, shrink=False):
         """Maximum-likelihood Gaussian of samples x (N, ...); eigenvalues clamped at min_var.
 
         With N <= d the covariance has rank < N: the complement gets variance min_var (must be > 0).
+        shrink: Ledoit-Wolf shrinkage of the covariance toward (tr S / d) I, its intensity estimated from the
+        samples (Ledoit & Wolf 2004): full rank for any N, close to the ML fit when N >> d. The intensity is
+        kept as `.shrinkage`.
         """
         shape = tuple(x.shape[1:])
         x = x.reshape(x.shape[0], -1).to(torch.float64)
         n, d = x.shape
         mean = x.mean(0)
         xc = x - mean
+        if shrink:
+            cov, delta = ledoit_wolf(xc)
+            eigvals, eigvecs = torch.linalg.eigh(cov)
+            g = cls(shape, mean, eigvecs, eigvals.clamp_min(min_var), floor=min_var)
+            g.shrinkage = delta
+            return g
         if n > d:
             eigvals, eigvecs = torch.linalg.eigh(xc.T @ xc / n)
             return cls(shape, mean, eigvecs, eigvals.clamp_min(min_var), floor=min_var)

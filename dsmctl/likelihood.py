@@ -35,14 +35,16 @@ def energies(model, data, t, batch_size=256, seed=0, stream=NOISE_STREAM, device
     return torch.cat(all_idx), torch.cat(all_u)
 
 
-def fit_anchor(data, max_images=None, min_var=None):
-    """The data Gaussian N(mean, Cov) used by the 'gaussian' anchor (and as a baseline density)."""
+def fit_anchor(data, max_images=None, min_var=None, shrink=False):
+    """The data Gaussian N(mean, Cov) used by the 'gaussian' anchor (and as a baseline density).
+
+    shrink: Ledoit-Wolf shrinkage (densities.ledoit_wolf), as for model.base gaussian."""
     data = ArrayData.wrap(data)
     n = len(data) if max_images is None else min(len(data), max_images)
     x = torch.cat([b for _, b in data.batches(4096, dtype=torch.float64, positions=np.arange(n))])
     if min_var is None:  # a quantization bin's variance for 8-bit data, a tiny floor otherwise
         min_var = 1 / (12 * 255**2) if data.quantization_bits == 8 else 1e-12
-    return Gaussian.fit(x, min_var=min_var)
+    return Gaussian.fit(x, min_var=min_var, shrink=shrink)
 
 
 @torch.no_grad()

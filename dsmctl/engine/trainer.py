@@ -134,10 +134,16 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     shape = train_data.shape
     torch.manual_seed(hash_seed(recipe.train.seed, 5))  # the same initial weights on every process and run
     model = build_model(recipe.model, shape)
+    base_note = None
     if getattr(model, "base", None) is not None:  # model.base gaussian: fitted on the training split
         from ..likelihood import fit_anchor
 
-        model.base.set_gaussian(fit_anchor(train_data))
+        # Shrunk (Ledoit-Wolf), so that a base fitted on few examples (generalize with small N) stays a sane
+        # density off its training images instead of a near-singular one.
+        base = fit_anchor(train_data, shrink=True)
+        model.base.set_gaussian(base)
+        base_note = (f"[train] Gaussian base fitted on {len(train_data):,} examples, Ledoit-Wolf shrinkage "
+                     f"{base.shrinkage:.3g}")
     optimizer = build_optimizer(model, recipe.optim)
     rng_state.seed_all(recipe.train.seed, rank)
     meta = model_meta(recipe, train_data)
@@ -178,7 +184,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
              f"({world} process{'es' if world > 1 else ''} x {b}), device {acc.device}, {recipe.train.precision}, "
              f"random horizontal flips {'on' if recipe.data.hflip else 'off'}"
              + (f" (fp32: {', '.join(fp32_parts[:3])}{', ...' if len(fp32_parts) > 3 else ''})" if fp32_parts else ""))
-    for line in warnings:
+    for line in [*warnings, *([base_note] if base_note else [])]:
         prog.log(line)
     if unreached:
         prog.log(f"[train] {len(unreached)} parameter tensors do not reach the loss ({', '.join(unreached[:4])}"
