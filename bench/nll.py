@@ -100,7 +100,8 @@ def main():
     ap.add_argument("--n-images", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--t", type=float, default=0.0, help="noise variance of the evaluated data (0: clean 8-bit)")
-    ap.add_argument("--t-max", type=float, default=1e3)
+    ap.add_argument("--t-max", type=float, default=None, help="where the constant is fixed and the ODE ends "
+                    "(default: the recipe's eval.t_max for --model, else 1e3)")
     ap.add_argument("--side", type=int, default=16, help="default setup: image side")
     ap.add_argument("--channels", type=int, default=1, help="default setup: channels")
     ap.add_argument("--widths", default="16,32,64", help="default setup: encoder widths then middle width")
@@ -123,6 +124,7 @@ def main():
         data, source, synthetic = open_eval_data(meta, args.data, args.split, args.n_images)
         what = f"{args.model} on {source}"
         t_min, anchor = args.t_min or meta["recipe"]["noise"]["t_min"], meta["recipe"]["eval"]["anchor"]
+        args.t_max = args.t_max or meta["recipe"]["eval"]["t_max"]  # beyond the trained range the flow is stiff
         if anchor == "gaussian":  # fitted on other images than the evaluated ones (see pfode.anchor_prior)
             prior = anchor_prior(anchor, open_split(source, meta["recipe"]["data"]["train_split"], synthetic))
     else:
@@ -132,6 +134,7 @@ def main():
         model = Gaussian.fit(torch.cat([b for _, b in data.batches(1024, dtype=torch.float64)]), min_var=1e-4)
         what = f"Gaussian fitted to {data.name} (closed form; exact NLL known)"
         anchor, prior = "gaussian", model  # the model's own p_t_max is the exact prior
+    args.t_max = args.t_max or 1e3
     data = data.subset(np.arange(min(args.n_images, len(data))))
     prior = prior or anchor_prior(anchor, data, data.shape)
     n = len(data)
