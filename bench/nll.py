@@ -96,6 +96,8 @@ def main():
     ap.add_argument("--probes", type=int, default=None, help="Hutchinson probes (0: exact trace; default: exact "
                     "for d <= 64, else 1)")
     ap.add_argument("--rtol", type=float, default=1e-5)
+    ap.add_argument("--max-steps", type=int, default=1000, help="accepted ODE steps per image before it is "
+                    "reported as not converged (bounds the time on an untrained model)")
     ap.add_argument("--atol", type=float, default=1e-5)
     ap.add_argument("--n-images", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -159,7 +161,8 @@ def main():
     probes = args.probes if args.probes is not None else (None if data.d <= 64 else 1)
     counted.images = 0
     (ode, *_), secs = run(lambda: pf_ode_nll(counted.target, data, prior, t_min, args.t_max, args.rtol, args.atol,
-                                             probes or None, args.batch_size, 0, device, noisy_t=args.t), device)
+                                             probes or None, args.batch_size, 0, device, max_steps=args.max_steps,
+                                             noisy_t=args.t), device)
     nfe = counted.images / n
     divergence = f"Hutchinson {probes} probe(s)" if probes else "exact trace"
     ode_name = f"PF-ODE ({divergence}, rtol {args.rtol:g})"
