@@ -104,3 +104,26 @@ def test_denoising_curve_is_the_wiener_filter_for_a_gaussian(gen):
         mse = (lam * r["t"] / (lam + r["t"])).sum().item() / d  # Wiener filter error per pixel
         assert r["psnr_of_mean_mse"] == pytest.approx(units.t_to_psnr(mse), abs=0.15)
         assert r["psnr_out"] > r["psnr_in"]
+
+
+def test_heat_residual_vanishes_for_a_consistent_energy_only(gen):
+    """Exact Gaussian energies satisfy dU/dt = 1/2 Lap U - 1/2 |grad U|^2; an energy whose time dependence is
+    wrong (the Gaussian's energy at 2t read at t) does not, and the residual says so."""
+    from dsmctl.analysis.consistency import heat_residual, integrated_gap
+    from dsmctl.nn.energy import EnergyOutput
+
+    g = image_gaussian(16, gen)
+    x = g.sample(200, generator=gen)
+    rows = heat_residual(g, x, [1e-3, 1e-2, 1e-1], probes=None, dtype=torch.float64)
+    for r in rows:
+        assert abs(r["residual"]) < 1e-6 * max(1.0, r["t_abs_grad_t"] / r["t"]), r
+
+    class Stretched:  # U(y, 2t): normalized at each t, but not the heat-equation family of the data
+        def __call__(self, y, t, need=("energy",), create_graph=False):
+            out = g(y, 2 * torch.as_tensor(t, dtype=y.dtype), need=need, create_graph=create_graph)
+            grad_t = None if out.grad_t is None else 2 * out.grad_t
+            return EnergyOutput(out.y, out.t / 2, out.energy, out.grad_y, grad_t)
+
+    bad = heat_residual(Stretched(), x, [1e-3, 1e-2, 1e-1], probes=None, dtype=torch.float64)
+    assert all(abs(r["residual"]) > 4 * r["residual_stderr"] for r in bad), bad
+    assert abs(integrated_gap(bad, 16)) > 10 * abs(integrated_gap(rows, 16))
