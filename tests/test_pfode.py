@@ -59,6 +59,34 @@ def test_laplacian_exact_and_hutchinson(gen):
     assert torch.equal(again[:, 1], probes[:3, 0])  # keyed by dataset index, not by batch position
 
 
+def test_hutchinson_probes_only_the_network_part_of_a_model_with_a_gaussian_base(gen):
+    """With model.base gaussian the base's Laplacian is exact and only the network's Hessian is probed: on a model
+    whose network is still zero (as built) one probe gives the exact trace; with a non-zero network the
+    estimate stays unbiased."""
+    from dsmctl.nn.build import build_model
+    from dsmctl.recipe import Model
+
+    shape = (1, 4, 4)
+    model = build_model(Model(widths=(8,), mid_width=8, layers_per_block=2, embedding="logt", base="gaussian"),
+                        shape).double()
+    mix = torch.randn(16, 16, generator=gen) / 4  # correlated pixels: the base Hessian is far from diagonal
+    model.base.set_gaussian(Gaussian.fit((torch.rand(200, 16, generator=gen) @ mix).reshape(200, *shape), shrink=True))
+    y = torch.rand(3, *shape, generator=gen, dtype=torch.float64)
+    t = torch.full((3,), 0.01, dtype=torch.float64)
+    _, exact = grad_and_laplacian(model, y, t)
+    one = rademacher_probes([0, 1, 2], shape, 1, seed=0, dtype=torch.float64, device=None)
+    _, lap1 = grad_and_laplacian(model, y, t, one)
+    torch.testing.assert_close(lap1, exact, rtol=1e-10, atol=0)
+    with torch.no_grad():
+        model.net.out.weight.normal_(0, 30.0, generator=gen)
+    _, exact = grad_and_laplacian(model, y, t)
+    many = rademacher_probes([0, 1, 2], shape, 3000, seed=0, dtype=torch.float64, device=None)
+    _, lap_h = grad_and_laplacian(model, y, t, many)
+    net_part = exact - model.base.laplacian(t)
+    assert net_part.abs().min() > 1  # the network contributes, so the check below is not only the base's
+    assert torch.allclose(lap_h, exact, rtol=0, atol=0.05 * net_part.abs().max().item())
+
+
 @pytest.mark.parametrize("anchor", ["exact", "paper", "gaussian"])
 def test_pf_ode_matches_analytic_nll_gaussian(anchor, gen):
     d = 8

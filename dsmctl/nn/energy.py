@@ -122,6 +122,16 @@ class GaussianBase(nn.Module):
         self.eigvals.copy_(vals)
         self.floor.fill_(gaussian.floor)
 
+    def laplacian(self, t):
+        """Laplacian_y of the energy: tr (Cov + tI)^-1, the same at every y. (B,) for t (B,)."""
+        return (1 / (self.eigvals.to(t.dtype) + t[:, None])).sum(1)
+
+    def hessian_vector(self, v, t):
+        """(Cov + tI)^-1 v for v like y: the base's exact Hessian-vector product."""
+        vecs = self.eigvecs.to(v.dtype)
+        coef = (v.flatten(1) @ vecs) / (self.eigvals.to(v.dtype) + t[:, None])
+        return (coef @ vecs.T).reshape(v.shape)
+
     def forward(self, y, t):
         from ..densities import Gaussian
 
