@@ -198,13 +198,15 @@ def eval_nll(
     per_image: Optional[Path] = typer.Option(None, help="Write per-image energies to FILE (.csv or .jsonl)."),
     estimator: str = typer.Option("one-shot", help="one-shot (the paper's) | dequantized (8-bit data, a bound) | "
                                   "pf-ode (probability-flow ODE)."),
-    draws: int = typer.Option(4, help="dequantized: uniform noise draws per image."),
+    draws: int = typer.Option(4, help="dequantized: uniform noise draws per image; --consistency: noise draws per level."),
     t_min: Optional[float] = typer.Option(None, help="pf-ode: start of the ODE (default: the recipe's noise.t_min)."),
     rtol: float = typer.Option(1e-5, help="pf-ode: relative tolerance of the adaptive solver."),
     atol: float = typer.Option(1e-5, help="pf-ode: absolute tolerance of the adaptive solver."),
     probes: Optional[int] = typer.Option(None, help="pf-ode: Hutchinson probes per image; 0 = exact trace "
                                          "(default: exact for d <= 64, else 1 probe)."),
     max_steps: int = typer.Option(1000, help="pf-ode: accepted steps per image before giving up."),
+    consistency: bool = typer.Option(False, "--consistency", help="Also predict the PF-ODE − one-shot gap from the "
+                                     "heat-equation residual (Stein form, --draws noise draws; minutes, not hours)."),
     denoising_curve: bool = typer.Option(False, "--denoising-curve", help="Also measure output vs input PSNR (Table 1)."),
     denoiser: Optional[Path] = typer.Option(None, help="A denoiser checkpoint to put beside the model in the curve."),
     psnr_grid: str = typer.Option("0,10,20,30,40", help="Input PSNRs (dB) of the denoising curve."),
@@ -219,6 +221,7 @@ def eval_nll(
       dsmctl eval-nll run --psnr 30 --per-image logp.csv
       dsmctl eval-nll run --estimator dequantized --draws 8
       dsmctl eval-nll run --estimator pf-ode --probes 1 --rtol 1e-5 --n-images 200
+      dsmctl eval-nll run --consistency
       dsmctl eval-nll run --denoising-curve --denoiser runs/den --plots figs/
     """
     from . import units
@@ -247,7 +250,7 @@ def eval_nll(
             raise UsageError(f"--psnr-grid {psnr_grid!r}: expected comma-separated PSNRs in dB") from None
     res = run_eval(ckpt, data, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline, per_image,
                    stored_constant, weights, estimator=estimator, draws=draws, ode=ode, denoising=den, plots=plots,
-                   log=lambda text: err.print(text))
+                   log=lambda text: err.print(text), consistency=consistency)
     render_nll(res, ckpt)
     if as_json:
         emit_json(res)

@@ -3,6 +3,7 @@
 Estimators: "one-shot" (the paper's protocol, default), "dequantized" (8-bit data: a bound comparable with
 dequantized baselines), "pf-ode" (probability-flow ODE from the same network's grad_y U).
 """
+import math
 import time
 from pathlib import Path
 
@@ -36,11 +37,12 @@ def open_eval_data(meta, source=None, split=None, n_images=None):
 
 def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_images=None, batch_size=None,
              seed=None, device=None, baseline=True, per_image=None, stored_constant=False, weights="auto", *,
-             estimator="one-shot", draws=4, ode=None, denoising=None, plots=None, log=None):
+             estimator="one-shot", draws=4, ode=None, denoising=None, plots=None, log=None, consistency=False):
     """Returns a JSON-ready dict: the model's NLL with its protocol, and baselines where available.
 
     ode: {t_min, rtol, atol, probes (None = exact trace), max_steps}; denoising: {psnrs, denoiser (a
-    checkpoint or None)}; plots: a directory for PNGs; log: a callable for progress lines.
+    checkpoint or None)}; plots: a directory for PNGs; log: a callable for progress lines; consistency: also
+    predict the PF-ODE - one-shot gap from the mean heat-equation residual (analysis/consistency.py).
     """
     from .engine.precision import exact_fp32
 
@@ -48,11 +50,11 @@ def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_i
         raise ValueError(f"estimator {estimator!r}: expected one of {', '.join(ESTIMATORS)}")
     with exact_fp32():  # no TF32 in evaluation, whatever the process-wide setting
         return _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline,
-                         per_image, stored_constant, weights, estimator, draws, ode, denoising, plots, log)
+                         per_image, stored_constant, weights, estimator, draws, ode, denoising, plots, log, consistency)
 
 
 def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline, per_image,
-              stored_constant, weights, estimator, draws, ode, denoising, plots, log):
+              stored_constant, weights, estimator, draws, ode, denoising, plots, log, consistency):
     log = log or (lambda *_: None)
     device = pick_device(device)
     model, meta = load_model(ckpt, device, weights)
@@ -155,6 +157,11 @@ def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed,
             b = one_shot_nll(gauss, data, constant=(0.0, 0.0), anchor="exact", **{**kw, "device": None})
         out["baseline"] = {"name": name, **b.to_dict()}
 
+    if consistency:
+        if is_denoiser:
+            raise ValueError(f"{ckpt}: a denoiser model has no dU/dt; --consistency needs an energy model")
+        out["consistency"] = run_consistency(model, data, meta["recipe"]["noise"]["t_min"], kw["t_max"], draws,
+                                             batch_size, seed, device)
     if denoising is not None:
         out["denoising"] = run_denoising(model, ckpt, data, denoising, batch_size, seed, device, plots,
                                          "denoiser" if is_denoiser else "energy")
@@ -165,6 +172,20 @@ def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed,
 def clean_energies(model, data, t, batch_size, device):
     """U(x, t) at the clean images x (no noise added), nats per image."""
     return torch.cat([model(x, t, need=("energy",)).energy.double().cpu() for _, x in data.batches(batch_size, device)])
+
+
+def run_consistency(model, data, t_min, t_max, draws, batch_size, seed, device, per_decade=4):
+    """Predicted PF-ODE - one-shot gap over [t_min, t_max] from the Stein-form mean heat-equation residual."""
+    from .analysis.consistency import stein_residual
+
+    n = max(2, round(per_decade * math.log10(t_max / t_min)) + 1)
+    ts = np.logspace(math.log10(t_min), math.log10(t_max), n)
+    t0 = time.time()
+    rows, gap = stein_residual(model, data, ts, draws, seed, batch_size, device)
+    return {"predicted_gap_bits_per_dim": gap["bits_per_dim"], "stderr": gap["stderr"], "rows": rows,
+            "seconds": time.time() - t0, "protocol": f"mean t * (dU/dt - Lap U/2 + |grad U|^2/2) over noisy images "
+            f"(Stein form), {n} levels log-spaced in [{t_min:g}, {t_max:g}], {draws} draws, {len(data)} images of "
+            f"{data.name}, seed {seed}; integrated over log t: the first-order PF-ODE - one-shot difference"}
 
 
 def run_denoising(model, ckpt, data, opts, batch_size, seed, device, plots=None, kind="energy"):
@@ -271,6 +292,13 @@ def summary_lines(res, ckpt):
             label = b.get("name", "true density (closed form)")
             out.append((f"  {key}: {b['bits_per_dim']:.4f} bits/dim ({b['nats_per_dim']:.4f} nats/dim)  {label}; "
                         f"model − {key} = {n['bits_per_dim'] - b['bits_per_dim']:+.4f} bits/dim", None))
+    if "consistency" in res:
+        c = res["consistency"]
+        worst = max(c["rows"], key=lambda r: abs(r["t_residual"]))
+        out.append((f"  consistency: PF-ODE − one-shot predicted {c['predicted_gap_bits_per_dim']:+.4f} ± {c['stderr']:.4f} "
+                    f"bits/dim; largest t·residual {worst['t_residual']:+.2f} nats/image at t={worst['t']:.2g} "
+                    f"({c['seconds']:.0f} s)", None))
+        out.append((f"    protocol: {c['protocol']}", None))
     if "denoising" in res:
         curves = res["denoising"]["curves"]
         first = next(iter(curves.values()))

@@ -71,6 +71,16 @@ def test_eval_nll_denoising_curve(tiny_run, tmp_path):
     assert (tmp_path / "denoising.png").is_file()
 
 
+def test_eval_nll_consistency(tiny_run):
+    r = invoke("eval-nll", tiny_run, "--n-images", "8", "--consistency", "--draws", "1", "--json")
+    assert r.exit_code == 0, r.output
+    c = json.loads(r.stdout)["consistency"]
+    assert [row["t"] for row in c["rows"]] == pytest.approx([1e-4 * 10 ** (k / 4) for k in range(21)])
+    assert all(row["t_residual_stderr"] > 0 for row in c["rows"]) and c["stderr"] > 0
+    assert "Stein" in c["protocol"] and "8 images" in c["protocol"]
+    assert "PF-ODE − one-shot predicted" in r.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (["--estimator", "bogus"], "--estimator"),
     (["--estimator", "dequantized", "--t", "0.1"], "t = 0"),
