@@ -251,16 +251,18 @@ def eval_nll(
     res = run_eval(ckpt, data, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline, per_image,
                    stored_constant, weights, estimator=estimator, draws=draws, ode=ode, denoising=den, plots=plots,
                    log=lambda text: err.print(text), consistency=consistency)
-    render_nll(res, ckpt)
+    from .evaluation import summary_lines
+
+    render(summary_lines(res, ckpt))
     if as_json:
         emit_json(res)
 
 
-def render_nll(res, ckpt):
-    from .evaluation import summary_lines
-
-    for text, style in summary_lines(res, ckpt):
+def render(lines):
+    """Print a module's [(text, style or None)] report on stderr."""
+    for text, style in lines:
         err.print(text, style=style)
+
 
 
 @app.command()
@@ -428,37 +430,11 @@ def sample(
                 sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min, schedule=schedule,
                 init=init, h0=h0, h_schedule=h_schedule, beta=beta, noise_estimate=noise_estimate,
                 max_iters=max_iters, langevin_steps=langevin_steps, step_scale=step_scale, predictor=predictor)
-    _render_sample(res)
+    from .sampling import summary_lines
+
+    render(summary_lines(res))
     if as_json:
         emit_json(res)
-
-
-def _render_sample(res):
-    cfg = res["config"]
-    how = {"ode": f"ode/{cfg['solver']}, {cfg['steps']} steps", "sde": f"sde/{cfg['solver']}, {cfg['steps']} steps",
-           "ascent": f"ascent (h {cfg['h0']:g} {cfg['h_schedule']}, beta {cfg['beta']:g}, noise level from "
-                     f"{cfg['noise_estimate']})",
-           "mala": f"mala, {cfg['steps']} levels x {cfg['langevin_steps']} steps, eps = {cfg['step_scale']:g} t",
-           "ula": f"ula, {cfg['steps']} levels x {cfg['langevin_steps']} steps, eps = {cfg['step_scale']:g} t"}
-    secs = f" in {res['seconds']:.1f} s" if res.get("seconds") is not None else ""
-    where = f"shard {res['shard']}: " if "shard" in res else ""
-    err.print(f"[sample] {where}{res['n']} samples of {res['model']} (step {res['step']}) with {how[cfg['sampler']]}, "
-              f"t {cfg['t_max']:g} -> {cfg['t_min']:g} ({cfg['schedule']} schedule){secs}", style="bold")
-    st = res["start"]
-    err.print(f"  start N(m, (t_max + v) I) from the {st['init']}: mean pixel {st['mean_pixel']:.3f}, "
-              f"v {st['extra_variance']:.3g}" + (f" ({st['note']})" if "note" in st else ""))
-    if "acceptance" in res:
-        levels = res["acceptance"]["per_level"]
-        err.print(f"  MH acceptance: mean {res['acceptance']['mean']:.3f}; per level (t: rate) "
-                  + ", ".join(f"{lv['t']:.3g}: {lv['accept']:.2f}" for lv in levels))
-    if "iterations" in res:
-        err.print(f"  ascent iterations: mean {res['iterations']['mean']:.0f}, max {res['iterations']['max']}")
-    if "log_p" in res:
-        lp = res["log_p"]
-        err.print(f"  sample log p {lp['db_per_dim']:.3f} ± {lp['db_per_dim_stderr']:.3f} dB/dim "
-                  f"({lp['nats_per_dim']:.4f} nats/dim); {res['log_p_protocol']}")
-    for f in res["files"]:
-        err.print(f"  wrote {f}")
 
 
 def main():
