@@ -430,7 +430,7 @@ def sample(
                 sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min, schedule=schedule,
                 init=init, h0=h0, h_schedule=h_schedule, beta=beta, noise_estimate=noise_estimate,
                 max_iters=max_iters, langevin_steps=langevin_steps, step_scale=step_scale, predictor=predictor)
-    from .sampling import summary_lines
+    from .sample_io import summary_lines
 
     render(summary_lines(res))
     if as_json:

@@ -8,6 +8,7 @@ Layout of the output directory:
                          both:    energy = float64 N, normalized U + c in nats (models with a stored constant)
   shard-RRR-of-WWW.npz   one per process when sampling is split (--shard or torchrun); merged into the above
   stats.json             the sampler settings, protocol and measured numbers (also printed with --json)
+The human report on stderr is summary_lines(stats).
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a torn file.
 """
 import math
@@ -124,3 +125,32 @@ def write_outputs(out_dir, seeds, x, shape, grid_n=64, energy=None):
         return [str(out_dir / "samples.npz"), str(out_dir / "grid.png")]
     write_npz(out_dir / "samples.npz", samples=np.asarray(x, dtype=np.float32).reshape(len(x), -1), **extra)
     return [str(out_dir / "samples.npz")]
+
+
+def summary_lines(res):
+    """Human-readable report of a sampling result: [(text, style or None)], for the CLI to print."""
+    cfg = res["config"]
+    how = {"ode": f"ode/{cfg['solver']}, {cfg['steps']} steps", "sde": f"sde/{cfg['solver']}, {cfg['steps']} steps",
+           "ascent": f"ascent (h {cfg['h0']:g} {cfg['h_schedule']}, beta {cfg['beta']:g}, noise level from "
+                     f"{cfg['noise_estimate']})",
+           "mala": f"mala, {cfg['steps']} levels x {cfg['langevin_steps']} steps, eps = {cfg['step_scale']:g} t",
+           "ula": f"ula, {cfg['steps']} levels x {cfg['langevin_steps']} steps, eps = {cfg['step_scale']:g} t"}
+    secs = f" in {res['seconds']:.1f} s" if res.get("seconds") is not None else ""
+    where = f"shard {res['shard']}: " if "shard" in res else ""
+    out = [(f"[sample] {where}{res['n']} samples of {res['model']} (step {res['step']}) with {how[cfg['sampler']]}, "
+            f"t {cfg['t_max']:g} -> {cfg['t_min']:g} ({cfg['schedule']} schedule){secs}", "bold")]
+    st = res["start"]
+    out.append((f"  start N(m, (t_max + v) I) from the {st['init']}: mean pixel {st['mean_pixel']:.3f}, "
+                f"v {st['extra_variance']:.3g}" + (f" ({st['note']})" if "note" in st else ""), None))
+    if "acceptance" in res:
+        levels = res["acceptance"]["per_level"]
+        out.append((f"  MH acceptance: mean {res['acceptance']['mean']:.3f}; per level (t: rate) "
+                    + ", ".join(f"{lv['t']:.3g}: {lv['accept']:.2f}" for lv in levels), None))
+    if "iterations" in res:
+        out.append((f"  ascent iterations: mean {res['iterations']['mean']:.0f}, max {res['iterations']['max']}", None))
+    if "log_p" in res:
+        lp = res["log_p"]
+        out.append((f"  sample log p {lp['db_per_dim']:.3f} ± {lp['db_per_dim_stderr']:.3f} dB/dim "
+                    f"({lp['nats_per_dim']:.4f} nats/dim); {res['log_p_protocol']}", None))
+    out += [(f"  wrote {f}", None) for f in res["files"]]
+    return out
