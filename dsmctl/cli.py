@@ -264,7 +264,6 @@ def render(lines):
         err.print(text, style=style)
 
 
-
 @app.command()
 def generalize(
     recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML to train on each subset (omit with --models)."),

@@ -11,6 +11,7 @@ from dsmctl.analysis.dequantize import dequantized_nll
 from dsmctl.analysis.dimension import dataset_means, dimension_profile, parse_t_grid
 from dsmctl.data.arrays import ArrayData
 from dsmctl.densities import Gaussian
+from dsmctl.nn.energy import EnergyOutput
 from dsmctl.likelihood import one_shot_nll
 
 
@@ -107,12 +108,22 @@ def test_denoising_curve_is_the_wiener_filter_for_a_gaussian(gen):
         assert r["psnr_out"] > r["psnr_in"]
 
 
+class Stretched:
+    """U(y, 2t) of a density g: normalized at each t, but its dU/dt is twice the heat-equation one."""
+
+    def __init__(self, g):
+        self.g = g
+
+    def __call__(self, y, t, need=("energy",), create_graph=False):
+        out = self.g(y, 2 * torch.as_tensor(t, dtype=y.dtype), need=need, create_graph=create_graph)
+        grad_t = None if out.grad_t is None else 2 * out.grad_t
+        return EnergyOutput(out.y, out.t / 2, out.energy, out.grad_y, grad_t)
+
+
 def test_stein_residual_matches_the_exact_laplacian_and_predicts_the_gap(gen):
     """The Stein form (first derivatives only) estimates the same mean residual as the exact-trace one: zero for an
     exact Gaussian energy, the same non-zero value and integrated gap for a mis-timed one."""
     from dsmctl.analysis.consistency import heat_residual, integrated_gap, stein_residual
-    from dsmctl.nn.energy import EnergyOutput
-
     g = image_gaussian(16, gen)
     x = g.sample(400, generator=gen)
     ts = list(np.logspace(-3, 0, 7))
@@ -121,14 +132,9 @@ def test_stein_residual_matches_the_exact_laplacian_and_predicts_the_gap(gen):
         assert abs(r["t_residual"]) < 4 * r["t_residual_stderr"] + 1e-9, r
     assert abs(gap["bits_per_dim"]) < 4 * gap["stderr"] + 1e-9
 
-    class Stretched:  # U(y, 2t): its dU/dt is twice the Gaussian's, not the heat-equation one
-        def __call__(self, y, t, need=("energy",), create_graph=False):
-            out = g(y, 2 * torch.as_tensor(t, dtype=y.dtype), need=need, create_graph=create_graph)
-            grad_t = None if out.grad_t is None else 2 * out.grad_t
-            return EnergyOutput(out.y, out.t / 2, out.energy, out.grad_y, grad_t)
 
-    bad, bad_gap = stein_residual(Stretched(), x, ts, draws=4, dtype=torch.float64)
-    exact = heat_residual(Stretched(), x, ts, probes=None, dtype=torch.float64)
+    bad, bad_gap = stein_residual(Stretched(g), x, ts, draws=4, dtype=torch.float64)
+    exact = heat_residual(Stretched(g), x, ts, probes=None, dtype=torch.float64)
     for r, e in zip(bad, exact):
         assert abs(r["t_residual"] - e["t_residual"]) < 4 * r["t_residual_stderr"], (r, e)
     want = integrated_gap(exact, 16)
@@ -140,20 +146,13 @@ def test_heat_residual_vanishes_for_a_consistent_energy_only(gen):
     """Exact Gaussian energies satisfy dU/dt = 1/2 Lap U - 1/2 |grad U|^2; an energy whose time dependence is
     wrong (the Gaussian's energy at 2t read at t) does not, and the residual says so."""
     from dsmctl.analysis.consistency import heat_residual, integrated_gap
-    from dsmctl.nn.energy import EnergyOutput
-
     g = image_gaussian(16, gen)
     x = g.sample(200, generator=gen)
     rows = heat_residual(g, x, [1e-3, 1e-2, 1e-1], probes=None, dtype=torch.float64)
     for r in rows:
         assert abs(r["residual"]) < 1e-6 * max(1.0, r["t_abs_grad_t"] / r["t"]), r
 
-    class Stretched:  # U(y, 2t): normalized at each t, but not the heat-equation family of the data
-        def __call__(self, y, t, need=("energy",), create_graph=False):
-            out = g(y, 2 * torch.as_tensor(t, dtype=y.dtype), need=need, create_graph=create_graph)
-            grad_t = None if out.grad_t is None else 2 * out.grad_t
-            return EnergyOutput(out.y, out.t / 2, out.energy, out.grad_y, grad_t)
 
-    bad = heat_residual(Stretched(), x, [1e-3, 1e-2, 1e-1], probes=None, dtype=torch.float64)
+    bad = heat_residual(Stretched(g), x, [1e-3, 1e-2, 1e-1], probes=None, dtype=torch.float64)
     assert all(abs(r["residual"]) > 4 * r["residual_stderr"] for r in bad), bad
     assert abs(integrated_gap(bad, 16)) > 10 * abs(integrated_gap(rows, 16))
