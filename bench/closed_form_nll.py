@@ -12,12 +12,12 @@ import time
 import torch
 
 from dsmctl import units
-from dsmctl.analysis.dequantize import dequantized_nll
+from dsmctl.nll.dequantize import dequantized_nll
 from dsmctl.analysis.dimension import dataset_means, dimension_profile
 from dsmctl.data.arrays import ArrayData
-from dsmctl.densities import Gaussian, gsm
-from dsmctl.likelihood import one_shot_nll
-from dsmctl.pfode import anchor_prior, pf_ode_nll
+from dsmctl.nn.densities import Gaussian, gsm
+from dsmctl.nll.likelihood import one_shot_nll
+from dsmctl.nll.pfode import anchor_prior, pf_ode_nll
 
 torch.set_num_threads(1)
 quick = "--quick" in sys.argv

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dsmctl.engine.precision import set_fp32_precision  # noqa: E402
 from dsmctl.nn.energy import DenoiserModel, EnergyModel  # noqa: E402
 from dsmctl.nn.unet import GainNorm, UNet  # noqa: E402
-from dsmctl.objectives import sample_t, score_matching_loss  # noqa: E402
+from dsmctl.engine.objectives import sample_t, score_matching_loss  # noqa: E402
 
 RESULTS = Path(os.environ.get("DSMCTL_BENCH_RESULTS") or Path(__file__).with_name("RESULTS.md"))
 PAPER = {"widths": (64, 128, 256), "mid": 512, "side": 64, "channels": 3, "batch": 128}

@@ -27,8 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import cpu_name  # noqa: E402
-from dsmctl.data.cache import load_split, write_prepared  # noqa: E402
-from dsmctl.data.loader import Prefetch, random_flips  # noqa: E402
+from bench.prefetch import Prefetch, random_flips  # noqa: E402
+from dsmctl.data.cache import load_split  # noqa: E402
+from dsmctl.data.writer import write_prepared  # noqa: E402
 from dsmctl.engine.trainer import IndexSampler  # noqa: E402
 
 

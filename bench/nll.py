@@ -10,7 +10,7 @@ wall time but not in the count.
   python bench/nll.py --model runs/quickstart-xxxx --n-images 16   # a trained model on its eval split
   python bench/nll.py --gaussian               # a Gaussian fitted to the data: both against the exact NLL
 
-The PF-ODE is dsmctl.pfode.pf_ode_nll (the estimator behind `eval-nll --estimator pf-ode`), started at
+The PF-ODE is dsmctl.nll.pfode.pf_ode_nll (the estimator behind `eval-nll --estimator pf-ode`), started at
 --t-min (or at --t for noisy data) with the same prior at t_max as the one-shot anchor: N(0, t_max I) for an
 untrained model, the model's own anchor for --model (its Gaussian fitted on the training split), the exact
 density for --gaussian. Divergence: exact trace for d <= 64, else Hutchinson with --probes probes.
@@ -28,11 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import append_results, loadavg, pick_device, print_table, sync  # noqa: E402
 from dsmctl.data.arrays import ArrayData  # noqa: E402
-from dsmctl.densities import Gaussian  # noqa: E402
-from dsmctl.likelihood import one_shot_nll  # noqa: E402
+from dsmctl.nn.densities import Gaussian  # noqa: E402
+from dsmctl.nll.likelihood import one_shot_nll  # noqa: E402
 from dsmctl.nn.energy import EnergyModel  # noqa: E402
 from dsmctl.nn.unet import UNet  # noqa: E402
-from dsmctl.pfode import anchor_prior, pf_ode_nll  # noqa: E402
+from dsmctl.nll.pfode import anchor_prior, pf_ode_nll  # noqa: E402
 
 TARGETS = {"evals": 1000, "time": 300, "bits": 0.02}
 
@@ -119,9 +119,9 @@ def main():
 
     t_min, anchor, prior = args.t_min or 1e-9, "paper", None
     if args.model:
-        from dsmctl.checkpoint import load_model
+        from dsmctl.nn.model_file import load_model
         from dsmctl.data import open_split
-        from dsmctl.evaluation import open_eval_data
+        from dsmctl.nll.evaluate import open_eval_data
         model, meta = load_model(args.model, device)
         data, source, synthetic = open_eval_data(meta, args.data, args.split, args.n_images)
         what = f"{args.model} on {source}"

@@ -13,8 +13,10 @@ import time
 import torch
 from scipy import stats
 
-from dsmctl import densities, sampling, units
-from dsmctl.sampling import SamplerConfig
+from dsmctl import units
+from dsmctl.nn import densities
+from dsmctl.sample import samplers as sampling
+from dsmctl.sample.samplers import SamplerConfig
 
 CONFIGS = {
     "ode-heun-100": dict(sampler="ode", solver="heun", steps=100),

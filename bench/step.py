@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (PAPER, append_results, graph_mib, loadavg, make_batch, make_models, rss_mib,  # noqa: E402
                           pick_device, print_table, summary, sync, train_step)
 from dsmctl.nn.build import count_parameters  # noqa: E402
-from dsmctl.objectives import score_matching_loss  # noqa: E402
+from dsmctl.engine.objectives import score_matching_loss  # noqa: E402
 
 KINDS = {"energy": "dual", "denoiser": "single"}
 

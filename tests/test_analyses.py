@@ -7,12 +7,12 @@ import torch
 
 from dsmctl import units
 from dsmctl.analysis.denoising import denoising_curve
-from dsmctl.analysis.dequantize import dequantized_nll
+from dsmctl.nll.dequantize import dequantized_nll
 from dsmctl.analysis.dimension import dataset_means, dimension_profile, parse_t_grid
 from dsmctl.data.arrays import ArrayData
-from dsmctl.densities import Gaussian
+from dsmctl.nn.densities import Gaussian
 from dsmctl.nn.energy import EnergyOutput
-from dsmctl.likelihood import one_shot_nll
+from dsmctl.nll.likelihood import one_shot_nll
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,7 +123,7 @@ class Stretched:
 def test_stein_residual_matches_the_exact_laplacian_and_predicts_the_gap(gen):
     """The Stein form (first derivatives only) estimates the same mean residual as the exact-trace one: zero for an
     exact Gaussian energy, the same non-zero value and integrated gap for a mis-timed one."""
-    from dsmctl.analysis.consistency import heat_residual, integrated_gap, stein_residual
+    from dsmctl.nll.consistency import heat_residual, integrated_gap, stein_residual
     g = image_gaussian(16, gen)
     x = g.sample(400, generator=gen)
     ts = list(np.logspace(-3, 0, 7))
@@ -145,7 +145,7 @@ def test_stein_residual_matches_the_exact_laplacian_and_predicts_the_gap(gen):
 def test_heat_residual_vanishes_for_a_consistent_energy_only(gen):
     """Exact Gaussian energies satisfy dU/dt = 1/2 Lap U - 1/2 |grad U|^2; an energy whose time dependence is
     wrong (the Gaussian's energy at 2t read at t) does not, and the residual says so."""
-    from dsmctl.analysis.consistency import heat_residual, integrated_gap
+    from dsmctl.nll.consistency import heat_residual, integrated_gap
     g = image_gaussian(16, gen)
     x = g.sample(200, generator=gen)
     rows = heat_residual(g, x, [1e-3, 1e-2, 1e-1], probes=None, dtype=torch.float64)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from dsmctl import cli
-from dsmctl.checkpoint import CheckpointError, load_model
-from dsmctl.engine import checkpoints
+from dsmctl.nn.model_file import CheckpointError, load_model
+from dsmctl.engine import train_state as checkpoints
 from dsmctl.engine.ema import EMA
 from dsmctl.engine.trainer import train
-from dsmctl.evaluation import eval_nll
+from dsmctl.nll.evaluate import eval_nll
 from dsmctl.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,12 +1,17 @@
 """The loader: exact float conversion, flips on uint8, sharding by index, in-order prefetch."""
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from dsmctl import data
-from dsmctl.data.loader import Prefetch, random_flips, shard
 
 import data_fixtures as fx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.prefetch import Prefetch, random_flips, shard  # noqa: E402  (bench/loader.py's helpers)
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def test_training_run_records_subset_and_flips(tmp_path):
     """A few steps of real training on a subset: indices file, hash and flips end up in the run."""
     import json
 
-    from dsmctl.checkpoint import read_meta
+    from dsmctl.nn.model_file import read_meta
     from dsmctl.engine.trainer import train
     from dsmctl.recipe import load_recipe
 

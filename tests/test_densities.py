@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dsmctl.densities import Gaussian, Mixture, gsm
+from dsmctl.nn.densities import Gaussian, Mixture, gsm
 
 
 def random_cov(d, g):
@@ -95,7 +95,7 @@ def test_effective_dimension_closed_form():
 def test_ledoit_wolf_intensity_and_held_out_fit(gen):
     """The shrinkage intensity equals its definition computed the slow way, vanishes as N >> d, and the shrunk
     fit from N < d samples is full rank and far better than the floored ML fit on held-out samples."""
-    from dsmctl.densities import ledoit_wolf
+    from dsmctl.nn.densities import ledoit_wolf
 
     d = 12
     true = Gaussian.from_covariance(torch.diag(torch.logspace(-3, -1, d, dtype=torch.float64)))

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import ddp_worker
 from dsmctl.data import open_split
-from dsmctl.likelihood import normalization_constant
+from dsmctl.nll.likelihood import normalization_constant
 
 ROOT = Path(__file__).resolve().parents[1]
 

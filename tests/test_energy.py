@@ -89,8 +89,8 @@ def test_denoiser_twin_has_no_energy(gen):
 
 def test_gaussian_base_starts_as_the_fitted_gaussian_and_roundtrips(tmp_path, gen):
     """model.base gaussian: at initialization the energy (and its derivatives) is the Gaussian's."""
-    from dsmctl.checkpoint import load_model, save_model
-    from dsmctl.likelihood import fit_anchor
+    from dsmctl.nn.model_file import load_model, save_model
+    from dsmctl.nll.likelihood import fit_anchor
     from dsmctl.recipe import load_recipe
 
     x = torch.rand(300, 1, 8, 8, generator=gen)
@@ -112,7 +112,7 @@ def test_gaussian_base_starts_as_the_fitted_gaussian_and_roundtrips(tmp_path, ge
 def test_gaussian_base_accepts_a_low_rank_fit(gen):
     """Fewer training images than dimensions (e.g. generalize with N = 10): the base is the low-rank fit,
     its floor variance on the complement of the images' span, and equals the fitted density exactly."""
-    from dsmctl.likelihood import fit_anchor
+    from dsmctl.nll.likelihood import fit_anchor
     from dsmctl.recipe import load_recipe
 
     x = torch.rand(10, 1, 8, 8, generator=gen)

@@ -7,7 +7,7 @@ import torch
 from dsmctl.nn.energy import EnergyModel
 from dsmctl.nn.fused import norm_gelu
 from dsmctl.nn.unet import GainNorm, UNet
-from dsmctl.objectives import score_matching_loss
+from dsmctl.engine.objectives import score_matching_loss
 
 
 def reference(u, gain, eps=1e-5):

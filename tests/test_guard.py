@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dsmctl import cli
-from dsmctl.engine import checkpoints
+from dsmctl.engine import train_state as checkpoints
 from dsmctl.engine.trainer import IndexSampler, train
 from dsmctl.recipe import load_recipe
 

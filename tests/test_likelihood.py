@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dsmctl import units
-from dsmctl.densities import Gaussian, gsm
-from dsmctl.likelihood import fit_anchor, normalization_constant, one_shot_nll
+from dsmctl.nn.densities import Gaussian, gsm
+from dsmctl.nll.likelihood import fit_anchor, normalization_constant, one_shot_nll
 
 
 class Shifted:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from dsmctl.densities import Gaussian, gsm
+from dsmctl.nn.densities import Gaussian, gsm
 from dsmctl.nn.energy import EnergyOutput, as_batch_t, parse_need
-from dsmctl.objectives import sample_t, score_matching_loss, time_target
+from dsmctl.engine.objectives import sample_t, score_matching_loss, time_target
 
 
 class Perturbed(nn.Module):

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from dsmctl.densities import Gaussian, gsm
-from dsmctl.pfode import anchor_prior, dopri5, grad_and_laplacian, pf_ode_nll, rademacher_probes
+from dsmctl.nn.densities import Gaussian, gsm
+from dsmctl.nll.pfode import anchor_prior, dopri5, grad_and_laplacian, pf_ode_nll, rademacher_probes
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -130,7 +130,7 @@ def test_pf_ode_hutchinson_gsm_d1000(gen):
 
 def test_pf_ode_on_noisy_images_matches_the_one_shot_noise(gen):
     """noisy_t > 0: the ODE starts at y = x + sqrt(t) z with the one-shot's keyed z; exact density -> same energy."""
-    from dsmctl.likelihood import energies
+    from dsmctl.nll.likelihood import energies
 
     d = 6
     dens = full_gaussian(d, gen)

@@ -13,7 +13,7 @@ import torch
 from dsmctl.data import open_split
 from dsmctl.engine.precision import autocast, exact_fp32, keep_fp32, set_fp32_precision
 from dsmctl.nn.build import build_model
-from dsmctl.objectives import sample_t, score_matching_loss
+from dsmctl.engine.objectives import sample_t, score_matching_loss
 from dsmctl.recipe import load_recipe
 
 RECIPE = load_recipe(raw={"model": {"widths": [8, 16], "mid_width": 32, "layers_per_block": 2, "embedding": "logt"}})

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from dsmctl import cli
-from dsmctl.checkpoint import save_model
+from dsmctl.nn.model_file import save_model
 from dsmctl.nn.build import build_model
 from dsmctl.recipe import load_recipe
 

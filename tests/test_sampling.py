@@ -11,8 +11,9 @@ import pytest
 import torch
 from scipy import stats
 
-from dsmctl import densities, sampling
-from dsmctl.sampling import SamplerConfig
+from dsmctl.nn import densities
+from dsmctl.sample import samplers as sampling
+from dsmctl.sample.samplers import SamplerConfig
 
 D_GAUSS = 16
 

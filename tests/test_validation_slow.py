@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from dsmctl.engine.trainer import train
-from dsmctl.evaluation import eval_nll
+from dsmctl.nll.evaluate import eval_nll
 from dsmctl.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch
 
 from .. import units
 from ..data.arrays import ArrayData
-from ..likelihood import stderr
+from ..nll.likelihood import stderr
 from ..rng import indexed_normal
 
 DENOISE_STREAM = 3

@@ -115,9 +115,9 @@ def dataset_means(prof):
 def run(ckpt, t_grid=None, draws=100, n_images=16, source=None, split=None, batch_size=None, seed=None, device=None,
         out=None, plot=None, plot_images=None, log=None):
     """dsmctl dimension: profile the first n_images of the evaluation split; write rows, means and a plot."""
-    from ..checkpoint import load_model
-    from ..evaluation import open_eval_data, pick_device
-    from ..likelihood import normalization_constant
+    from ..nn.model_file import load_model
+    from ..nll.evaluate import open_eval_data, pick_device
+    from ..nll.likelihood import normalization_constant
 
     device = pick_device(device)
     model, meta = load_model(ckpt, device)
@@ -150,7 +150,7 @@ def run(ckpt, t_grid=None, draws=100, n_images=16, source=None, split=None, batc
         write_rows(out, rows)
         res["out"] = str(out)
     if plot:
-        from ..evaluation import model_label
+        from ..nll.evaluate import model_label
 
         res["plot"] = str(plot_profile(prof, plot, plot_images, title=f"{model_label(ckpt)}: {data.name}, {draws} draws"))
     return res
@@ -169,7 +169,7 @@ def summary_text(res):
 def plot_profile(prof, path, positions=None, title=""):
     """Curves for chosen images (positions in the evaluated set; default: most, median and least probable
     at the smallest t, and two in between) and the dataset mean."""
-    from .. import plots
+    from . import plots
 
     n, d = len(prof["indices"]), prof["d"]
     log_p = None if prof["energy"] is None else units.log_p_db_per_dim(prof["energy"].numpy(), d)

@@ -11,9 +11,9 @@ import json
 import numpy as np
 import torch
 
-from ..checkpoint import load_model
+from ..nn.model_file import load_model
 from ..data import true_density
-from ..plots import radial_slices
+from .plots import radial_slices
 from .radial import radial_log_p
 
 PAPER = {"true": [-3.99, -6.17, -10.56, -12.19], "dual": [-3.94, -6.11, -10.50, -12.10],

@@ -19,9 +19,9 @@ import numpy as np
 
 from .. import data as data_mod
 from .. import units
-from ..checkpoint import MODEL_FILE, load_model, read_meta
+from ..nn.model_file import MODEL_FILE, load_model, read_meta
 from ..fileio import write_text
-from ..likelihood import normalization_constant, one_shot_nll
+from ..nll.likelihood import normalization_constant, one_shot_nll
 
 DEFAULT_THRESHOLD_DB = 1.0
 
@@ -176,7 +176,7 @@ def write_outputs(out, rows, per_image, plot=True):
                                               for r in per_image]
     write_text(out / "per_image.csv", "\n".join(lines) + "\n")
     if plot:
-        from .. import plots
+        from . import plots
 
         panels = []
         for r in rows:

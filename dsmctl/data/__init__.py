@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 
 from .arrays import ArrayData
-from .cache import DataError, array_sha256, is_prepared, load_split, read_manifest, verify, write_prepared
+from .cache import DataError, array_sha256, is_prepared, load_split, read_manifest, verify
 from . import sources
+from .writer import write_prepared, write_splits
 
 
 def prepare(source, out, force=False, progress=None, **options):
@@ -14,8 +15,6 @@ def prepare(source, out, force=False, progress=None, **options):
     Re-running the same request is a no-op (the manifest comes back with "reused": True); a different
     request on an existing prepared directory needs force=True. Options: see sources.open_source.
     """
-    from .writer import write_splits
-
     readers, info, request = sources.open_source(source, **options)
     return write_splits(out, readers, info, request=request, force=force, progress=progress)
 
@@ -51,7 +50,7 @@ def source_info(source, synthetic=None):
 
 def true_density(source, synthetic=None):
     """The closed-form density behind synthetic data, else None."""
-    from ..densities import from_spec
+    from ..nn.densities import from_spec
 
     if str(source).startswith("synthetic"):
         spec = sources.synthetic_spec_of(str(source), synthetic)

@@ -64,16 +64,6 @@ def read_manifest(path):
     return manifest
 
 
-def write_prepared(out, splits, labels=None, info=None, request=None, force=True, progress=None):
-    """Write in-memory arrays {split: array} atomically to directory `out`; returns the manifest."""
-    from .readers import ArrayReader
-    from .writer import write_splits
-
-    readers = {name: ArrayReader(np.asarray(a), (labels or {}).get(name), where=f"{out}:{name}")
-               for name, a in splits.items()}
-    return write_splits(out, readers, info or {}, request=request, force=force, progress=progress)
-
-
 def load_split(path, split):
     """Memory-map one split of a prepared directory as ArrayData."""
     path = Path(path)

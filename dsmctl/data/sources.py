@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import densities
+from ..nn import densities
 from . import hf, imagenet_org, torchvision_raw
 from .cache import DataError
 from .readers import ArrayReader, RangeReader, Transform, read_all

@@ -19,6 +19,7 @@ import numpy as np
 from ..fileio import fsync_dir, write_json
 from .cache import (FORMAT, MANIFEST, DataError, array_sha256, combined_fingerprint, is_prepared,
                     read_manifest)
+from .readers import ArrayReader
 
 CHUNK_BYTES = 32 << 20
 PROGRESS = "progress.json"
@@ -171,3 +172,10 @@ def _install(tmp, out):
     else:
         tmp.rename(out)
     fsync_dir(out.parent)
+
+
+def write_prepared(out, splits, labels=None, info=None, request=None, force=True, progress=None):
+    """Write in-memory arrays {split: array} atomically to directory `out`; returns the manifest."""
+    readers = {name: ArrayReader(np.asarray(a), (labels or {}).get(name), where=f"{out}:{name}")
+               for name, a in splits.items()}
+    return write_splits(out, readers, info or {}, request=request, force=force, progress=progress)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-from ..likelihood import ANCHOR_STREAM, energies, fit_anchor, stderr
+from ..nll.likelihood import ANCHOR_STREAM, energies, fit_anchor, stderr
 from .errors import TrainError
 from .precision import exact_fp32
 

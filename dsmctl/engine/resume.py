@@ -1,12 +1,12 @@
-"""Saving and restoring the complete training state across processes (see checkpoints.py for the files).
+"""Saving and restoring the complete training state across processes (see train_state.py for the files).
 
 Rank 0 picks and verifies the checkpoint and tells the others; every process loads it. Saving is a
 collective: RNG states are gathered from every process, rank 0 writes, everyone waits.
 """
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, read_meta
-from . import checkpoints, rng_state
+from ..nn.model_file import CheckpointError, read_meta
+from . import rng_state, train_state
 from .errors import TrainError
 
 # A resumed run must match its checkpoint on these (weights, data order and noise depend on them);
@@ -19,7 +19,7 @@ def pick_checkpoint(acc, run_dir, resume):
     result = [None, [], None]
     if acc.is_main_process:
         try:
-            path, warnings = checkpoints.find_resume(run_dir, resume)
+            path, warnings = train_state.find_resume(run_dir, resume)
             result = [str(path) if path else None, warnings, None]
         except CheckpointError as e:
             result = [None, [], str(e)]
@@ -58,9 +58,9 @@ def load_state(acc, ckpt, model, optimizer, recipe, n_train):
     """Restore weights, optimizer and RNG into `model` / `optimizer` (before acc.prepare).
 
     Returns (start_step, state dict, checkpoint EMA weights or None, one-line description parts)."""
-    meta = read_meta(Path(ckpt) / checkpoints.MODEL_FILE)
+    meta = read_meta(Path(ckpt) / train_state.MODEL_FILE)
     changed = compare_recipes(ckpt, meta.get("recipe", {}), recipe.to_dict())
-    loaded = checkpoints.load_checkpoint(ckpt)
+    loaded = train_state.load_checkpoint(ckpt)
     state = loaded["state"]
     try:
         model.load_state_dict(loaded["weights"])
@@ -113,7 +113,7 @@ def save(acc, run_dir, step, model, optimizer, ema, skipped, window, recipe, met
                  "ema": ema.info() if ema else None, "recipe_hash": recipe.hash()}
         t = recipe.train
         try:
-            checkpoints.save_checkpoint(run_dir, step, net.state_dict(), ema.state_dict(net) if ema else None,
+            train_state.save_checkpoint(run_dir, step, net.state_dict(), ema.state_dict(net) if ema else None,
                                         state, meta, t.keep_last, t.keep_log, t.ckpt_every)
         except OSError as e:
             raise TrainError(f"{path}: could not write the checkpoint ({e})") from None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..objectives import score_matching_loss
+from .objectives import score_matching_loss
 from . import guard
 from .precision import autocast
 

@@ -15,17 +15,17 @@ import numpy as np
 import torch
 
 from .. import data as data_mod
-from ..checkpoint import RAW_FILE, save_model
+from ..nn.model_file import RAW_FILE, save_model
 from ..nn.build import build_model, count_parameters
-from ..objectives import sample_t
+from .objectives import sample_t
 from ..rng import hash_seed
-from . import checkpoints, resume as resume_mod, rng_state
+from . import resume as resume_mod, rng_state, train_state
 from .dist_eval import normalization_constant
 from .ema import EMA
 from .errors import TrainError  # noqa: F401  (cli.py imports it from here)
 from .guard import SkipCounter
 from .precision import keep_fp32, set_fp32_precision
-from .progress import Progress
+from ..progress import TrainProgress
 from .schedule import lr_factor
 from .signals import StopRequest
 from .step import train_step, unreached_parameters
@@ -136,7 +136,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     model = build_model(recipe.model, shape)
     base_note = None
     if getattr(model, "base", None) is not None:  # model.base gaussian: fitted on the training split
-        from ..likelihood import fit_anchor
+        from ..nll.likelihood import fit_anchor
 
         # Shrunk (Ledoit-Wolf), so that a base fitted on few examples (generalize with small N) stays a sane
         # density off its training images instead of a near-singular one.
@@ -155,9 +155,9 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
         start_step, state, ema_weights, restored = resume_mod.load_state(acc, ckpt, model, optimizer, recipe,
                                                                          len(train_data))
     if acc.is_main_process:
-        checkpoints.init_run_dir(run_dir, recipe, command)
+        train_state.init_run_dir(run_dir, recipe, command)
         data_mod.record_subset(run_dir, train_data)  # the chosen indices, for disjointness checks
-        checkpoints.rewind_metrics(run_dir, start_step)
+        train_state.rewind_metrics(run_dir, start_step)
     acc.wait_for_everyone()
 
     model.to(acc.device)
@@ -177,7 +177,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     if recipe.train.tensorboard:
         acc.init_trackers("tensorboard")
 
-    prog = Progress(steps, start_step, enabled=progress and acc.is_main_process,
+    prog = TrainProgress(steps, start_step, enabled=progress and acc.is_main_process,
                     every_s=recipe.train.progress_every_s)
     prog.log(f"[train] {run_dir}: {count_parameters(acc.unwrap_model(model)):,} parameters, "
              f"{len(train_data):,} training examples of shape {tuple(shape)}, global batch {B} "
@@ -255,7 +255,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     summary.update(export(acc, model, ema, recipe, meta, run_dir, done, shape, prog))
     summary["checkpoint"] = str(last_ckpt)
     if acc.is_main_process:
-        checkpoints.write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        train_state.write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

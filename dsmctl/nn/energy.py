@@ -1,49 +1,16 @@
-"""The one interface every model and closed-form density answers: model(y, t, need=...) -> EnergyOutput.
+"""Energy models: U(y, t) from a network (EnergyModel), a closed-form Gaussian base, and the denoiser twin.
+
+Each answers model(y, t, need=...) -> EnergyOutput (nn/output.py), as the closed-form densities do.
 
 U(y, t) = -log p_t(y) in nats per image; grad_y = dU/dy (minus the score); grad_t = dU/dt (partial,
 y held fixed); denoised = y - t * grad_y (Tweedie / Miyasawa).
 """
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-NEEDS = ("energy", "grad_y", "grad_t", "denoised")
-
-
-@dataclass
-class EnergyOutput:
-    y: torch.Tensor
-    t: torch.Tensor  # (B,) per-image noise variance
-    energy: torch.Tensor | None = None  # (B,)
-    grad_y: torch.Tensor | None = None  # like y
-    grad_t: torch.Tensor | None = None  # (B,)
-
-    @property
-    def denoised(self):
-        return self.y - expand_as(self.t, self.y) * self.grad_y
-
-
-def expand_as(t, y):
-    """(B,) -> (B, 1, ..., 1) broadcastable against y."""
-    return t.reshape(-1, *([1] * (y.dim() - 1)))
-
-
-def as_batch_t(t, y):
-    """Accept a float or a (B,) / (1,) tensor of noise variances; return (B,) in y's dtype/device."""
-    t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
-    return t.expand(y.shape[0]).contiguous() if t.numel() == 1 else t.reshape(y.shape[0])
-
-
-def parse_need(need):
-    need = {need} if isinstance(need, str) else set(need)
-    unknown = need - set(NEEDS)
-    if unknown:
-        raise ValueError(f"unknown need {sorted(unknown)}; expected a subset of {NEEDS}")
-    if "denoised" in need:
-        need = (need - {"denoised"}) | {"grad_y"}
-    return need
+from .output import NEEDS, EnergyOutput, as_batch_t, expand_as, parse_need  # noqa: F401  (re-exported)
 
 
 class EnergyModel(nn.Module):
@@ -133,7 +100,7 @@ class GaussianBase(nn.Module):
         return (coef @ vecs.T).reshape(v.shape)
 
     def forward(self, y, t):
-        from ..densities import Gaussian
+        from .densities import Gaussian
 
         g = Gaussian(self.shape, self.mean, self.eigvecs, self.eigvals, float(self.floor))
         return g(y, t).energy

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..checkpoint import EMA_FILE, MODEL_FILE, CheckpointError, save_state
+from ..nn.model_file import EMA_FILE, MODEL_FILE, CheckpointError, save_state
 from ..fileio import fsync_dir, write_text
 
 STATE_FILE = "state.pt"
@@ -205,7 +205,7 @@ def load_checkpoint(ckpt):
 
 
 def read_checkpoint_meta(ckpt):
-    from ..checkpoint import read_meta
+    from ..nn.model_file import read_meta
 
     return read_meta(Path(ckpt) / MODEL_FILE)
 

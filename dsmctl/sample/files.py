@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 
 def parse_seeds(text):

@@ -1,10 +1,13 @@
-"""Batches from the prepared cache: shard a global batch by index, and optionally prefetch in a thread.
+"""bench/loader.py's helpers: shard a global batch by index, numpy flip masks, and a background prefetcher.
+
+Not used by the trainer (which slices its global batch and draws its flips on the device, engine/trainer.py);
+kept here, beside the benchmark that measures them, rather than in the package.
 
 The trainer's data path is ArrayData.batch(positions, device, flip=mask): a sorted gather of uint8 rows
 from the memory-mapped cache, flips on uint8, float conversion (numpy on the CPU, on the device
 otherwise). Which positions and which flips are pure functions of (seed, step), so every process
 takes its contiguous slice of the same global batch and the result does not depend on the number of
-processes. bench/loader.py measures this path.
+processes.
 """
 import queue
 import threading

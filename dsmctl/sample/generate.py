@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as data_mod
-from . import sample_io, units
-from .checkpoint import load_model, resolve_model_path
-from .evaluation import pick_device
-from .fileio import write_json
-from .sampling import SamplerConfig, sample
+from .. import data as data_mod
+from .. import units
+from . import files as sample_files
+from ..nn.model_file import load_model, resolve_model_path
+from ..nll.evaluate import pick_device
+from ..fileio import write_json
+from .samplers import SamplerConfig, sample
 
 
 def parse_shard(shard=None):
@@ -75,7 +76,7 @@ def signature(model_path, meta, cfg, seeds, dtype):
 @torch.no_grad()
 def quantize(x, shape):
     """What is written: 8-bit images are rounded to k/255 (log p is measured on them); vectors as is."""
-    return torch.round(x * 255) / 255 if sample_io.is_image_shape(shape) else x
+    return torch.round(x * 255) / 255 if sample_files.is_image_shape(shape) else x
 
 
 def sample_energies(model, x, t, constant, batch_size, device):
@@ -107,7 +108,7 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
     my_seeds = seeds[rank::world]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    image = sample_io.is_image_shape(shape)
+    image = sample_files.is_image_shape(shape)
     norm = meta.get("normalization")
     t_eval = meta["recipe"]["eval"]["t"]
     start, init_note = None, None
@@ -122,8 +123,8 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
     def on_batch(chunk, part):
         x = quantize(part["x"], shape)
         if image:
-            for s, img in zip(chunk, sample_io.to_uint8(x.numpy())):
-                sample_io.write_png(sample_io.seed_png(out_dir, s), img)
+            for s, img in zip(chunk, sample_files.to_uint8(x.numpy())):
+                sample_files.write_png(sample_files.seed_png(out_dir, s), img)
         if norm:
             energies.append(sample_energies(model, x, t_eval, norm["constant"], batch_size, device))
 
@@ -144,18 +145,18 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
             "log_p_protocol": log_p_protocol(norm, t_eval, image)}
     if world == 1:
         return finish(out_dir, seeds, x, extras, shape, info, grid_n, seconds, shard=None)
-    sample_io.write_shard(out_dir, rank, world, sig, my_seeds, x, extras)
+    sample_files.write_shard(out_dir, rank, world, sig, my_seeds, x, extras)
     write_json(out_dir / f"shard-{rank:03d}-of-{world:03d}.json", {**info, "seconds": seconds})
     if not (from_env and rank == 0):
         return {**info, "shard": f"{rank}/{world}", "n": len(my_seeds), "seconds": seconds,
-                "files": [str(sample_io.shard_path(out_dir, rank, world))], "merged": False}
+                "files": [str(sample_files.shard_path(out_dir, rank, world))], "merged": False}
     wait_for_shards(out_dir, world, merge_timeout)
     return merge(out_dir, world, info, grid_n, seconds)
 
 
 def wait_for_shards(out_dir, world, timeout):
     deadline = time.time() + timeout
-    while not all(sample_io.shard_path(out_dir, r, world).is_file() for r in range(world)):
+    while not all(sample_files.shard_path(out_dir, r, world).is_file() for r in range(world)):
         if time.time() > deadline:
             raise ValueError(f"{out_dir}: shards still missing after {timeout:.0f} s; run the missing ranks, "
                              "then `dsmctl sample CKPT --out DIR --merge`")
@@ -164,7 +165,7 @@ def wait_for_shards(out_dir, world, timeout):
 
 def merge(out_dir, world, info, grid_n=64, seconds=None):
     """Assemble the shards of a split run into samples.npz, grid.png and stats.json."""
-    merged = sample_io.read_shards(out_dir, world, info["signature"])
+    merged = sample_files.read_shards(out_dir, world, info["signature"])
     order = np.argsort(merged["seeds"], kind="stable")
     merged = {k: v[order] for k, v in merged.items()}
     seeds, x = merged.pop("seeds"), merged.pop("x")
@@ -186,8 +187,8 @@ def merge_dir(ckpt, out_dir, grid_n=64):
 
 
 def finish(out_dir, seeds, x, extras, shape, info, grid_n, seconds, shard):
-    files = sample_io.write_outputs(out_dir, seeds, x, shape, grid_n, energy=extras.get("energy"))
-    if sample_io.is_image_shape(shape):
+    files = sample_files.write_outputs(out_dir, seeds, x, shape, grid_n, energy=extras.get("energy"))
+    if sample_files.is_image_shape(shape):
         files.insert(0, f"{Path(out_dir) / 'seed-NNNNNN.png'} ({len(seeds)} files)")
     summary = {**info, "n": len(seeds), "seeds": compact_seeds(seeds), "out": str(out_dir), "files": files,
                "seconds": seconds, "merged_shards": shard}

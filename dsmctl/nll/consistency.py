@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..data.arrays import ArrayData
-from ..likelihood import NOISE_STREAM, stderr
-from ..pfode import grad_and_laplacian, rademacher_probes
+from .likelihood import NOISE_STREAM, stderr
+from .pfode import grad_and_laplacian, rademacher_probes
 from ..rng import indexed_normal
 
 

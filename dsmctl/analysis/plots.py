@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 DPI = 150
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as data_mod
-from . import units
-from .checkpoint import load_model
-from .fileio import write_rows
+from .. import data as data_mod
+from .. import units
+from ..nn.model_file import load_model
+from ..fileio import write_rows
 from .likelihood import fit_anchor, normalization_constant, one_shot_nll
 
 ESTIMATORS = ("one-shot", "dequantized", "pf-ode")
@@ -42,9 +42,9 @@ def eval_nll(ckpt, source=None, split=None, t=None, t_max=None, anchor=None, n_i
 
     ode: {t_min, rtol, atol, probes (None = exact trace), max_steps}; denoising: {psnrs, denoiser (a
     checkpoint or None)}; plots: a directory for PNGs; log: a callable for progress lines; consistency: also
-    predict the PF-ODE - one-shot gap from the mean heat-equation residual (analysis/consistency.py).
+    predict the PF-ODE - one-shot gap from the mean heat-equation residual (nll/consistency.py).
     """
-    from .engine.precision import exact_fp32
+    from ..engine.precision import exact_fp32
 
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator {estimator!r}: expected one of {', '.join(ESTIMATORS)}")
@@ -93,7 +93,7 @@ def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed,
         chosen, extra = (res1, idx, nll), {}
 
     if estimator == "dequantized":
-        from .analysis.dequantize import dequantized_nll
+        from .dequantize import dequantized_nll
 
         t0 = time.time()
         chosen = dequantized_nll(model, data, draws, kw["t_max"], anchor, batch_size, seed, device, constant=constant,
@@ -150,7 +150,7 @@ def _eval_nll(ckpt, source, split, t, t_max, anchor, n_images, batch_size, seed,
         gauss = fit_anchor(train)
         name = f"Gaussian fitted to {train.name} ({len(train)} examples)"
         if estimator == "dequantized":
-            from .analysis.dequantize import dequantized_nll
+            from .dequantize import dequantized_nll
 
             b = dequantized_nll(gauss, data, draws, kw["t_max"], "exact", batch_size, seed, None, constant=(0.0, 0.0))
         else:
@@ -176,7 +176,7 @@ def clean_energies(model, data, t, batch_size, device):
 
 def run_consistency(model, data, t_min, t_max, draws, batch_size, seed, device, per_decade=4):
     """Predicted PF-ODE - one-shot gap over [t_min, t_max] from the Stein-form mean heat-equation residual."""
-    from .analysis.consistency import stein_residual
+    from .consistency import stein_residual
 
     n = max(2, round(per_decade * math.log10(t_max / t_min)) + 1)
     ts = np.logspace(math.log10(t_min), math.log10(t_max), n)
@@ -189,7 +189,7 @@ def run_consistency(model, data, t_min, t_max, draws, batch_size, seed, device, 
 
 
 def run_denoising(model, ckpt, data, opts, batch_size, seed, device, plots=None, kind="energy"):
-    from .analysis.denoising import DEFAULT_PSNRS, denoising_curve
+    from ..analysis.denoising import DEFAULT_PSNRS, denoising_curve
 
     psnrs = opts.get("psnrs") or DEFAULT_PSNRS
     curves = {f"{model_label(ckpt)} ({kind})": denoising_curve(model, data, psnrs, batch_size, seed, device)}
@@ -199,14 +199,14 @@ def run_denoising(model, ckpt, data, opts, batch_size, seed, device, plots=None,
     res = {"curves": curves, "protocol": f"noise keyed by dataset index (seed {seed}), {len(data)} images of "
            f"{data.name}; output PSNR per image, no clipping, mean over images"}
     if plots:
-        from . import plots as P
+        from ..analysis import plots as P
 
         res["plot"] = str(P.denoising_curves(curves, Path(plots) / "denoising.png", f"denoising, {data.name}"))
     return res
 
 
 def draw_plots(directory, data, idx, nll, estimator, ckpt):
-    from . import plots as P
+    from ..analysis import plots as P
 
     directory = Path(directory)
     ok = torch.isfinite(nll)

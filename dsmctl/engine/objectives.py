@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .nn.energy import expand_as
+from ..nn.energy import expand_as
 
 
 def sample_t(n, t_min, t_max, generator=None, device=None, dtype=torch.float32):

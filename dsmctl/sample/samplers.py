@@ -1,7 +1,7 @@
 """Samplers driven by the energy: every step reads D(y, t) = y - t grad_y U(y, t), and MALA reads U itself.
 
 t is the per-pixel noise variance and sigma = sqrt(t). Any model answering model(y, t, need=...) works:
-the networks and the closed forms of densities.py, so the tests run the exact energy through this code.
+the networks and the closed forms of nn/densities.py, so the tests run the exact energy through this code.
 
   ode     probability-flow ODE dy/dsigma = (y - D)/sigma; Euler (= DDIM) or Heun steps in sigma
   sde     reverse SDE dy = 2 (y - D)/sigma dsigma + sqrt(2 sigma |dsigma|) dw; Euler (= ancestral) or Heun
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .rng import hash_seed
+from ..rng import hash_seed
 
 SAMPLERS = ("ode", "sde", "ascent", "mala", "ula")
 SOLVERS = ("euler", "heun")

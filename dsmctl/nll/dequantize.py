@@ -17,7 +17,7 @@ import torch
 
 from .. import units
 from ..data.arrays import ArrayData
-from ..likelihood import normalization_constant, stderr
+from .likelihood import normalization_constant, stderr
 from ..rng import indexed_uniform
 
 DEQUANT_STREAM = 100  # draw k uses rng stream DEQUANT_STREAM + k

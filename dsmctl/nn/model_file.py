@@ -8,9 +8,9 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .fileio import atomic_path
-from .nn.build import build_model
-from .recipe import RecipeError, recipe_from_dict
+from ..fileio import atomic_path
+from .build import build_model
+from ..recipe import RecipeError, recipe_from_dict
 
 MODEL_FILE = "model.safetensors"  # exported model (EMA weights when EMA is on); raw weights in a checkpoint
 EMA_FILE = "ema.safetensors"  # EMA weights inside a training checkpoint

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .rng import indexed_uniform
+from ..rng import indexed_uniform
 
 PROBE_STREAM = 5
 
@@ -214,7 +214,7 @@ class ODEResult:
 
 def summarize(batches, *, d, quantization_bits, elapsed, **protocol):
     """Concatenate ODEBatch results into an ODEResult; returns (result, indices, energies, nfe, status)."""
-    from . import units
+    from .. import units
     from .likelihood import stderr
 
     idx = torch.cat([b.indices for b in batches])
@@ -243,7 +243,7 @@ def anchor_prior(anchor, data, shape=None, max_images=20_000):
     (measured: +0.0024 nats/dim on the d = 1000 GSM with the Gaussian fitted on 2,000 images including
     the evaluated ones; 0.00002 with an independent fit).
     """
-    from .densities import Gaussian
+    from ..nn.densities import Gaussian
     from .likelihood import fit_anchor
 
     if anchor == "paper":
@@ -264,9 +264,9 @@ def pf_ode_nll(model, data, prior, t_min=1e-9, t_max=1e3, rtol=1e-5, atol=1e-5, 
     prior: a density answering prior(y, t, need=("energy",)) (e.g. anchor_prior()).
     Returns (ODEResult, indices, energies, nfe, status).
     """
-    from .data.arrays import ArrayData
+    from ..data.arrays import ArrayData
     from .likelihood import NOISE_STREAM
-    from .rng import indexed_normal
+    from ..rng import indexed_normal
 
     data = ArrayData.wrap(data)
     t_start = noisy_t if noisy_t > 0 else t_min

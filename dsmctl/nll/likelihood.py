@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from . import units
-from .data.arrays import ArrayData
-from .densities import Gaussian
-from .rng import indexed_normal
+from .. import units
+from ..data.arrays import ArrayData
+from ..nn.densities import Gaussian
+from ..rng import indexed_normal
 
 ANCHORS = ("paper", "gaussian")
 NOISE_STREAM, ANCHOR_STREAM = 1, 2  # rng streams: noisy evaluation data, noisy anchor data

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .nn.energy import EnergyOutput, as_batch_t, parse_need
+from .output import EnergyOutput, as_batch_t, parse_need
 
 LOG_2PI = math.log(2 * math.pi)
 

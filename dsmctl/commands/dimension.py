@@ -1,0 +1,48 @@
+"""`dsmctl dimension`: local effective dimensionality against noise level (paper Fig. 5)."""
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import UsageError, emit_json, err
+
+
+def dimension(
+    ckpt: Path = typer.Argument(..., help="Model file, checkpoint dir or run dir."),
+    t_grid: Optional[str] = typer.Option(None, help="LO:HI:N (log-spaced) or a comma list of t "
+                                         "(default: the trained range, 2 per decade)."),
+    draws: int = typer.Option(100, help="Noise draws K per image and t (the paper used 1000)."),
+    n_images: int = typer.Option(16, help="Profile the first N images of the evaluation split."),
+    data: Optional[str] = typer.Option(None, help="Evaluation source (default: the model's own)."),
+    split: Optional[str] = typer.Option(None, help="Split (default: the recipe's eval split)."),
+    images: Optional[str] = typer.Option(None, help="Positions (0..N-1) of the images to plot, e.g. 0,3,7 "
+                                         "(default: most to least probable)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Per-image rows to FILE (.csv or .jsonl)."),
+    plot: Optional[Path] = typer.Option(None, help="PNG of d_eff and E log p_t against t (Fig. 5)."),
+    batch_size: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None, help="Noise seed (noise is keyed by dataset index)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    as_json: bool = typer.Option(False, "--json", help="Print the dataset means as JSON on stdout."),
+):
+    """Local effective dimensionality d_eff(x, t) = E||x - D(x + sqrt(t) z, t)||^2 / t (paper Fig. 5).
+
+    Examples:
+      dsmctl dimension runs/quickstart --t-grid 1e-6:10:15 --draws 100 --out deff.csv --plot deff.png
+    """
+    from ..analysis.dimension import parse_t_grid, run, summary_text
+
+    if draws < 1 or n_images < 1:
+        raise UsageError("--draws and --n-images must be >= 1")
+    grid = parse_t_grid(t_grid) if t_grid else None
+    try:
+        pos = [int(v) for v in images.split(",") if v.strip()] if images else None
+    except ValueError:
+        raise UsageError(f"--images {images!r}: expected comma-separated positions, e.g. 0,3,7") from None
+    res = run(ckpt, grid, draws, n_images, data, split, batch_size, seed, device, out, plot, pos,
+              log=lambda text: err.print(text))
+    err.print(summary_text(res))
+    for key in ("out", "plot"):
+        if key in res:
+            err.print(f"wrote {res[key]}")
+    if as_json:
+        emit_json(res)

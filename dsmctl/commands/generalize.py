@@ -1,0 +1,71 @@
+"""`dsmctl generalize`: train on disjoint subsets and compare log-probabilities (paper Fig. 2)."""
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import UsageError, emit_json, err
+
+
+def generalize(
+    recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML to train on each subset (omit with --models)."),
+    n: str = typer.Option("", "--n", help="Comma-separated subset sizes N, e.g. 10,100,1000."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for the run dirs, tables and plots."),
+    set_: List[str] = typer.Option([], "--set", help="Override a recipe value (repeatable), e.g. --set train.steps=800."),
+    steps: Optional[int] = typer.Option(None, help="Training steps for every model (overrides train.steps)."),
+    split: str = typer.Option("first-last", help="first-last (first N vs last N) | random:SEED (disjoint random)."),
+    models: List[Path] = typer.Option([], "--models", help="Two existing checkpoints to compare instead of training "
+                                      "(give --models twice)."),
+    n_eval: int = typer.Option(500, help="Images evaluated per set (each subset and the test split)."),
+    threshold: float = typer.Option(1.0, "--memorization-threshold", help="dB/dim: a model memorizes when its own "
+                                    "training images' mean log p exceeds the test images' by more than this."),
+    t: Optional[float] = typer.Option(None, help="Noise variance of the evaluated images (default: the recipe's "
+                                      "noise.t_min, the lowest trained level)."),
+    batch_size: Optional[int] = typer.Option(None),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    plot: bool = typer.Option(True, help="Write scatter.png (Fig. 2) and summary.png into --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No training progress output."),
+):
+    """Train two models on disjoint subsets and compare their log-probabilities (paper Fig. 2).
+
+    Resumable: finished trainings in OUT are reused, unfinished ones resume.
+
+    Examples:
+      dsmctl generalize recipes/quickstart.yaml --n 10,100,1000 --steps 800 --out runs/gen
+      dsmctl generalize --models runs/gen/N100-a --models runs/gen/N100-b --out runs/gen-100
+    """
+    from ..analysis import generalization as G
+    from ..nll.evaluate import pick_device
+
+    if t is not None and t < 0:
+        raise UsageError(f"--t {t}: expected a non-negative noise variance")
+    if models:
+        if len(models) != 2 or recipe is not None:
+            raise UsageError("--models takes exactly two checkpoints (give it twice) and no recipe")
+        res = G.run_pair(models[0], models[1], n_eval, threshold, batch_size or 256, pick_device(device), out, plot,
+                         t or 0.0)
+    else:
+        from ..recipe import load_recipe
+
+        if recipe is None or out is None or not n:
+            raise UsageError("generalize: give a RECIPE, --n N1,N2,... and --out DIR (or --models A --models B)")
+        try:
+            ns = [int(v) for v in n.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--n {n!r}: expected comma-separated integers, e.g. 10,100,1000") from None
+        overrides = list(set_) + ([f"train.steps={steps}"] if steps else [])
+        r = load_recipe(recipe, overrides)
+        if r.data.subset:
+            raise UsageError(f"{recipe}: data.subset is set ({r.data.subset}); generalize chooses the subsets itself")
+        G.subset_specs(1, split)  # validates --split
+        res = G.run(r, ns, out, split, n_eval, threshold, batch_size, pick_device(device), progress=not quiet,
+                    log=lambda text: err.print(text), plot=plot, t=t)
+    err.print(G.summary_text(res["rows"]))
+    if res.get("protocol"):
+        err.print(f"protocol: {res['protocol']}")
+    if res.get("out"):
+        err.print(f"wrote {res['out']}/generalization.json, generalization.txt, per_image.csv"
+                  + (", scatter.png, summary.png" if plot else ""))
+    if as_json:
+        emit_json(res)

@@ -1,0 +1,72 @@
+"""`dsmctl sample`: draw one sample per seed from a trained model."""
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import UsageError, emit_json, render
+
+
+def sample(
+    ckpt: Path = typer.Argument(..., help="Model file, checkpoint dir or run dir."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (PNGs, grid.png, samples.npz, stats.json)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Number of samples: seeds 0..N-1."),
+    seeds: Optional[str] = typer.Option(None, help="Seeds, e.g. 0-63 or 0,5,10-19; one sample per seed."),
+    sampler: str = typer.Option("ode", help="ode | sde | ascent | mala | ula"),
+    solver: str = typer.Option("heun", help="ode/sde: euler | heun."),
+    steps: Optional[int] = typer.Option(None, help="ode/sde: steps (default 100); mala/ula: noise levels (30)."),
+    t_max: Optional[float] = typer.Option(None, help="First noise variance (default: the recipe's noise.t_max)."),
+    t_min: Optional[float] = typer.Option(None, help="Last noise variance (default: recipe noise.t_min, >= 1e-5)."),
+    schedule: str = typer.Option("auto", help="auto | log | edm (auto: edm for ode/sde, log for mala/ula)."),
+    init: str = typer.Option("data", help="Start N(m, (t_max+v) I): data: m, v of the training data (else model) | "
+                                          "model: read from the model | zero: N(0, t_max I)."),
+    h0: float = typer.Option(0.01, help="ascent: step size h (or the first one of --h-schedule paper)."),
+    h_schedule: str = typer.Option("constant", help="ascent: constant | paper (h_k = h0 k/(1 + h0 (k-1)), fast, "
+                                                    "over-smoothed)."),
+    beta: float = typer.Option(0.5, help="ascent: noise injection; 1 = none, smaller = more."),
+    noise_estimate: str = typer.Option("schedule", help="ascent: schedule | residual (the paper's) | time-score."),
+    max_iters: int = typer.Option(5000, help="ascent: iteration cap."),
+    langevin_steps: int = typer.Option(10, help="mala/ula: Langevin steps per noise level."),
+    step_scale: float = typer.Option(0.1, help="mala/ula: step size eps = STEP_SCALE * t."),
+    predictor: str = typer.Option("ode", help="mala/ula: step between levels: ode | sde | none (pure annealing)."),
+    batch_size: int = typer.Option(64, help="Samples per batch (does not change any image)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    shard: Optional[str] = typer.Option(None, help="RANK/WORLD: sample every WORLD-th seed (default: torchrun's "
+                                                   "RANK/WORLD_SIZE, else 0/1)."),
+    merge: bool = typer.Option(False, "--merge", help="Only merge the shard files already in --out."),
+    grid: int = typer.Option(64, help="Samples shown in grid.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+):
+    """Draw samples: one per seed, the same image whatever the batch size or number of processes.
+
+    Examples:
+      dsmctl sample runs/quickstart --n 64 --out samples/qs
+      dsmctl sample runs/quickstart --seeds 0-63 --sampler mala --steps 30 --out samples/qs-mala --json
+      torchrun --standalone --nproc_per_node 4 -m dsmctl sample RUN --seeds 0-9999 --out samples/big
+    """
+    from ..sample import generate as generation
+    from ..sample import files as sample_io
+    from ..progress import FractionProgress
+
+    if merge:
+        res = generation.merge_dir(ckpt, out, grid)
+    else:
+        if n is None and seeds is None:
+            raise UsageError("sample: give --n N or --seeds LIST")
+        seed_list = sample_io.parse_seeds(seeds) if seeds is not None else list(range(n))
+        if n is not None and (n < 1 or len(seed_list) != n):
+            raise UsageError(f"--n {n} but --seeds {seeds!r} lists {len(seed_list)} seeds")
+        if batch_size < 1:
+            raise UsageError(f"--batch-size {batch_size}: expected a positive number")
+        with FractionProgress(f"sample {sampler}, {len(seed_list)} seeds", not quiet) as bar:
+            res = generation.sample_checkpoint(
+                ckpt, seed_list, out, batch_size=batch_size, device=device, shard=shard, grid_n=grid, progress=bar,
+                sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min, schedule=schedule,
+                init=init, h0=h0, h_schedule=h_schedule, beta=beta, noise_estimate=noise_estimate,
+                max_iters=max_iters, langevin_steps=langevin_steps, step_scale=step_scale, predictor=predictor)
+    from ..sample.files import summary_lines
+
+    render(summary_lines(res))
+    if as_json:
+        emit_json(res)
