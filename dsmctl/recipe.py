@@ -53,6 +53,8 @@ class Noise:
 class Loss:
     mode: str = "dual"  # dual | single
     time_weight: float = 1.0
+    # Not in the paper: weight of the heat-equation consistency penalty (objectives.consistency_term); 0 = off.
+    consistency_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,11 @@ def _check_values(r, where):
     need(r.noise.t_min > 0, "noise.t_min", "a positive noise variance", r.noise.t_min)
     need(r.noise.t_max > r.noise.t_min, "noise.t_max", f"a value above noise.t_min ({r.noise.t_min})", r.noise.t_max)
     need(r.loss.time_weight >= 0, "loss.time_weight", "a non-negative weight", r.loss.time_weight)
+    need(r.loss.consistency_weight >= 0, "loss.consistency_weight", "a non-negative weight", r.loss.consistency_weight)
+    need(r.loss.consistency_weight == 0 or r.model.kind != "denoiser", "loss.consistency_weight",
+         "0 for model.kind denoiser (the penalty needs the time derivative of an energy)", r.loss.consistency_weight)
+    need(r.loss.consistency_weight == 0 or r.train.batch_size % 2 == 0, "train.batch_size",
+         "an even batch size with loss.consistency_weight > 0 (images come in pairs)", r.train.batch_size)
     need(r.optim.lr > 0, "optim.lr", "a positive learning rate", r.optim.lr)
     need(r.optim.halve_every > 0, "optim.halve_every", "a positive number of steps", r.optim.halve_every)
     need(r.optim.warmup_steps >= 0, "optim.warmup_steps", "a non-negative number of steps", r.optim.warmup_steps)

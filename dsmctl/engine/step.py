@@ -17,10 +17,10 @@ from . import guard
 from .precision import autocast
 
 
-def unreached_parameters(model, x, t, z, mode, time_weight):
+def unreached_parameters(model, x, t, z, mode, time_weight, consistency_weight=0.0):
     """Names of the trainable parameters that get no gradient from the loss on a probe batch."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    loss, _ = score_matching_loss(model, x, t, z, mode, time_weight)
+    loss, _ = score_matching_loss(model, x, t, z, mode, time_weight, consistency_weight)
     grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     return [n for (n, _), g in zip(named, grads) if g is None]
 
@@ -38,7 +38,8 @@ class StepResult:
 def train_step(acc, model, optimizer, x, t, z, recipe, tied=(), ema=None, stop_requested=False):
     """One step on this process's part (x, t, z) of the global batch; every process must call it."""
     with autocast(x.device, recipe.train.precision):
-        loss, terms = score_matching_loss(model, x, t, z, recipe.loss.mode, recipe.loss.time_weight)
+        loss, terms = score_matching_loss(model, x, t, z, recipe.loss.mode, recipe.loss.time_weight,
+                                          recipe.loss.consistency_weight)
     verdict = guard.check(acc, loss, terms, t, stop_requested)  # collective: every rank, every step
     if verdict.bad:  # every rank skips backward together, so no one waits in the gradient all-reduce
         optimizer.zero_grad(set_to_none=True)

@@ -93,6 +93,9 @@ def check_world(recipe, world):
     if B % world:
         raise TrainError(f"train.batch_size: {B} is not divisible by the number of processes ({world}); "
                          f"the global batch is split evenly, use a multiple of {world}")
+    if recipe.loss.consistency_weight and (B // world) % 2:
+        raise TrainError(f"train.batch_size: {B} gives {B // world} images per process; loss.consistency_weight "
+                         f"pairs them, use a multiple of {2 * world}")
 
 
 def make_accelerator(recipe, run_dir):
@@ -164,7 +167,8 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     probe = train_data.batch(np.arange(min(2, len(train_data))), acc.device)
     probe_t = torch.tensor([recipe.noise.t_min, recipe.noise.t_max], device=acc.device)[:len(probe)]
     probe_z = torch.randn(probe.shape, generator=torch.Generator(acc.device).manual_seed(0), device=acc.device)
-    unreached = unreached_parameters(model, probe, probe_t, probe_z, recipe.loss.mode, recipe.loss.time_weight)
+    unreached = unreached_parameters(model, probe, probe_t, probe_z, recipe.loss.mode, recipe.loss.time_weight,
+                                     recipe.loss.consistency_weight)
     named = dict(model.named_parameters())
     tied = [named[n] for n in unreached]
     fp32_parts = keep_fp32(model) if recipe.train.precision == "bf16" else []
