@@ -1,5 +1,8 @@
 """Closed-form densities: Gaussians and Gaussian mixtures (Gaussian scale mixtures among them).
 
+Kinds for synthetic data (from_spec): gsm (isotropic scale mixture), gaussian, gsm-image (an image-like scale
+mixture, diagonal in the 2-D DCT basis with a power-law spectrum: gsm_image).
+
 For x ~ p, the noisy density p_t = p * N(0, tI) stays closed form: a Gaussian N(mu, S) becomes
 N(mu, S + tI), and a mixture mixes the noisy components with the same weights. Each density answers
 the model interface density(y, t, need=...) -> EnergyOutput with the exact energy, grad_y and grad_t,
@@ -248,6 +251,25 @@ def moment_matched(density):
     vals = sum(wk * c.eigvals for wk, c in zip(w, comps))
     floor = sum(wk.item() * c.floor for wk, c in zip(w, comps))
     return Gaussian(c0.shape, c0.mean, c0.eigvecs, vals, floor=floor)
+
+
+def mixture_entropy(density, t=0.0, n=20_000, generator=None):
+    """(H, stderr): the entropy of a mixture of Gaussians' p_t in nats per image, stratified by component.
+
+    With r_k(y) = w_k exp(-U_k(y)) / p(y), -log p(y) = U_k(y) - log w_k + log r_k(y), so
+    H = Σ_k w_k [H_k(t) - log w_k + E_{y ~ N_k(t)} log r_k(y)]: the Gaussian entropies H_k(t) are exact and
+    only the small term E log r_k (≤ 0, zero for separated components) is sampled, n draws per component.
+    """
+    w = density.log_weights.exp()
+    h, var = 0.0, 0.0
+    for k, comp in enumerate(density.components):
+        y = comp.sample(n, generator)
+        y = y + t ** 0.5 * torch.randn(y.shape, generator=generator, dtype=torch.float64)
+        energies = torch.stack([c(y, t).energy for c in density.components], 1)
+        log_r = (density.log_weights - energies).log_softmax(1)[:, k]
+        h += w[k].item() * (comp.entropy(t) - density.log_weights[k].item() + log_r.mean().item())
+        var += w[k].item() ** 2 * log_r.var().item() / n
+    return h, var ** 0.5
 
 
 def from_spec(spec):
