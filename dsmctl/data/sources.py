@@ -306,4 +306,8 @@ PRESETS = {
     "gsm1000": {"kind": "gsm", "d": 1000, "variances": [1.0, 16.0], "n_train": 100_000, "n_test": 10_000, "seed": 0},
     "gaussian64": {"kind": "gaussian", "d": 64, "spectrum": {"scale": 1.0, "exponent": 1.0}, "n_train": 20_000,
                    "n_test": 5_000, "seed": 0},
+    # image-like GSM at 16x16 (docs/validation.md, "Synthetic image-like testbed: gsm16")
+    "gsm16": {"kind": "gsm-image", "size": 16, "channels": 1, "spectrum_exponent": 2.0, "f0": 0.0078125,
+              "pixel_std": 0.22, "variances": [0.25, 1.75], "weights": [0.5, 0.5], "mean": 0.5,
+              "n_train": 50_000, "n_test": 2_000, "seed": 0},
 }

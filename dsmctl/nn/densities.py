@@ -1,5 +1,8 @@
 """Closed-form densities: Gaussians and Gaussian mixtures (Gaussian scale mixtures among them).
 
+Kinds for synthetic data (from_spec): gsm (isotropic scale mixture), gaussian, gsm-image (an image-like scale
+mixture, diagonal in the 2-D DCT basis with a power-law spectrum: gsm_image).
+
 For x ~ p, the noisy density p_t = p * N(0, tI) stays closed form: a Gaussian N(mu, S) becomes
 N(mu, S + tI), and a mixture mixes the noisy components with the same weights. Each density answers
 the model interface density(y, t, need=...) -> EnergyOutput with the exact energy, grad_y and grad_t,
@@ -190,16 +193,98 @@ def gsm(d, variances=(1.0, 16.0), weights=None):
     return Mixture([Gaussian.isotropic((d,), v) for v in variances], weights)
 
 
+def dct_matrix(n):
+    """Orthonormal DCT-II matrix (n, n): row k is the basis vector a_k cos(pi (2j + 1) k / (2n)), j = 0..n-1,
+    a_0 = sqrt(1/n), a_k = sqrt(2/n); D D^T = I. Row k has frequency k / (2n) cycles per pixel."""
+    j = torch.arange(n, dtype=torch.float64)
+    k = j[:, None]
+    m = torch.cos(math.pi * (2 * j[None, :] + 1) * k / (2 * n)) * math.sqrt(2 / n)
+    m[0] = 1 / math.sqrt(n)
+    return m
+
+
+def dct2_basis(size):
+    """(size², size²) orthonormal 2-D DCT-II basis as columns: column k1·size + k2 is the image
+    D[k1] ⊗ D[k2] flattened row-major (pixel (i, j) at i·size + j); frequencies (k1, k2) / (2·size)."""
+    d1 = dct_matrix(size)
+    return torch.kron(d1, d1).T.contiguous()
+
+
+def gsm_image(size=16, channels=1, spectrum_exponent=2.0, f0=1 / 128, pixel_std=0.22, variances=(0.25, 1.75),
+              weights=None, mean=0.5):
+    """An image-like Gaussian scale mixture: x = mean + s·C^(1/2)·g, g ~ N(0, I), s² = variances[k] with
+    probability weights[k]; channels x size x size, each channel independent with the same C.
+
+    C is diagonal in the orthonormal 2-D DCT-II basis with power ∝ 1 / (f0² + |f|²)^(exponent / 2), f the
+    2-D frequency (k1, k2) / (2·size) in cycles per pixel, scaled so that the mean per-pixel variance of x,
+    E[s²]·tr(C)/d, is pixel_std². p_t = Σ_k w_k N(mean, s_k² C + t I) exactly (shared eigenvectors).
+    """
+    size, channels, variances = int(size), int(channels), [float(v) for v in variances]
+    weights = [float(w) for w in (weights or [1.0] * len(variances))]
+    if len(weights) != len(variances) or min(weights) <= 0 or min(variances) <= 0:
+        raise ValueError(f"variances {list(variances)} and weights {weights}: need as many of each, all > 0")
+    if size < 1 or channels < 1 or pixel_std <= 0 or f0 < 0 or (f0 == 0 and spectrum_exponent > 0):
+        raise ValueError("gsm-image needs size, channels, pixel_std > 0 and f0 > 0 (f0 = 0 only with exponent <= 0)")
+    k = torch.arange(size, dtype=torch.float64) / (2 * size)
+    f2 = (k[:, None] ** 2 + k[None, :] ** 2).flatten()  # order of dct2_basis's columns
+    power = (f0 ** 2 + f2) ** (-spectrum_exponent / 2)
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    mean_s2 = (w / w.sum() * torch.as_tensor(variances, dtype=torch.float64)).sum()
+    power = power * pixel_std ** 2 / (mean_s2 * power.mean())  # E[s²]·tr(C)/d = pixel_std²
+    basis = torch.block_diag(*[dct2_basis(size)] * channels)
+    power = power.repeat(channels)
+    shape = (channels, size, size)
+    means = torch.full((channels * size * size,), float(mean), dtype=torch.float64)
+    comps = [Gaussian(shape, means, basis, v * power, floor=0.0) for v in variances]
+    return Mixture(comps, weights)
+
+
+def moment_matched(density):
+    """The Gaussian with the mean and covariance of a mixture whose components share mean and eigenvectors
+    (a Gaussian scale mixture): N(mean, Σ_k w_k S_k)."""
+    comps = density.components
+    w = density.log_weights.exp()
+    c0 = comps[0]
+    if any(c.eigvecs is not c0.eigvecs and not torch.equal(c.eigvecs, c0.eigvecs) for c in comps) or \
+            any(not torch.equal(c.mean, c0.mean) for c in comps):
+        raise ValueError("moment_matched needs components with one mean and one set of eigenvectors")
+    vals = sum(wk * c.eigvals for wk, c in zip(w, comps))
+    floor = sum(wk.item() * c.floor for wk, c in zip(w, comps))
+    return Gaussian(c0.shape, c0.mean, c0.eigvecs, vals, floor=floor)
+
+
+def mixture_entropy(density, t=0.0, n=20_000, generator=None):
+    """(H, stderr): the entropy of a mixture of Gaussians' p_t in nats per image, stratified by component.
+
+    With r_k(y) = w_k exp(-U_k(y)) / p(y), -log p(y) = U_k(y) - log w_k + log r_k(y), so
+    H = Σ_k w_k [H_k(t) - log w_k + E_{y ~ N_k(t)} log r_k(y)]: the Gaussian entropies H_k(t) are exact and
+    only the small term E log r_k (≤ 0, zero for separated components) is sampled, n draws per component.
+    """
+    w = density.log_weights.exp()
+    h, var = 0.0, 0.0
+    for k, comp in enumerate(density.components):
+        y = comp.sample(n, generator)
+        y = y + t ** 0.5 * torch.randn(y.shape, generator=generator, dtype=torch.float64)
+        energies = torch.stack([c(y, t).energy for c in density.components], 1)
+        log_r = (density.log_weights - energies).log_softmax(1)[:, k]
+        h += w[k].item() * (comp.entropy(t) - density.log_weights[k].item() + log_r.mean().item())
+        var += w[k].item() ** 2 * log_r.var().item() / n
+    return h, var ** 0.5
+
+
 def from_spec(spec):
     """Build a density from a recipe/manifest dict, e.g. {kind: gsm, d: 1000, variances: [1, 16]}."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    allowed = {"gsm": {"d", "variances", "weights"}, "gaussian": {"d", "variance", "spectrum", "basis_seed"}}
+    allowed = {"gsm": {"d", "variances", "weights"}, "gaussian": {"d", "variance", "spectrum", "basis_seed"},
+               "gsm-image": {"size", "channels", "spectrum_exponent", "f0", "pixel_std", "variances", "weights", "mean"}}
     if kind not in allowed:
-        raise ValueError(f"unknown synthetic density kind {kind!r}; expected gsm or gaussian")
+        raise ValueError(f"unknown synthetic density kind {kind!r}; expected gsm, gaussian or gsm-image")
     unknown = set(spec) - allowed[kind]
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)} for kind {kind}; expected {sorted(allowed[kind])}")
+    if kind == "gsm-image":
+        return gsm_image(**spec)
     if "d" not in spec:
         raise ValueError(f"kind {kind} needs the dimension d")
     if kind == "gsm":
