@@ -109,20 +109,21 @@ def test_denoising_curve_is_the_wiener_filter_for_a_gaussian(gen):
 
 
 class Stretched:
-    """U(y, 2t) of a density g: normalized at each t, but its dU/dt is twice the heat-equation one."""
+    """U(y, k t) of a density g: normalized at each t, but its dU/dt is k times the heat-equation one (k = 2 default)."""
 
-    def __init__(self, g):
-        self.g = g
+    def __init__(self, g, k=2.0):
+        self.g, self.k = g, k
 
     def __call__(self, y, t, need=("energy",), create_graph=False):
-        out = self.g(y, 2 * torch.as_tensor(t, dtype=y.dtype), need=need, create_graph=create_graph)
-        grad_t = None if out.grad_t is None else 2 * out.grad_t
-        return EnergyOutput(out.y, out.t / 2, out.energy, out.grad_y, grad_t)
+        out = self.g(y, self.k * torch.as_tensor(t, dtype=y.dtype), need=need, create_graph=create_graph)
+        grad_t = None if out.grad_t is None else self.k * out.grad_t
+        return EnergyOutput(out.y, out.t / self.k, out.energy, out.grad_y, grad_t)
 
 
-def test_stein_residual_matches_the_exact_laplacian_and_predicts_the_gap(gen):
+def test_stein_residual_matches_the_exact_laplacian(gen):
     """The Stein form (first derivatives only) estimates the same mean residual as the exact-trace one: zero for an
-    exact Gaussian energy, the same non-zero value and integrated gap for a mis-timed one."""
+    exact Gaussian energy, the same non-zero value and integrated gap for a mis-timed one. (Whether that integrated
+    gap predicts a real PF-ODE run: test_predicted_gap_against_a_real_pf_ode.)"""
     from dsmctl.nll.consistency import heat_residual, integrated_gap, stein_residual
     g = image_gaussian(16, gen)
     x = g.sample(400, generator=gen)
@@ -156,3 +157,54 @@ def test_heat_residual_vanishes_for_a_consistent_energy_only(gen):
     bad = heat_residual(Stretched(g), x, [1e-3, 1e-2, 1e-1], probes=None, dtype=torch.float64)
     assert all(abs(r["residual"]) > 4 * r["residual_stderr"] for r in bad), bad
     assert abs(integrated_gap(bad, 16)) > 10 * abs(integrated_gap(rows, 16))
+
+
+def mis_timed_gap(g, x, k, t0, T):
+    """Closed-form PF-ODE - one-shot gap per image (nats) of U_k(y, t) = U_g(y, k t), g = N(mu, V diag(lam) V^T),
+    when the flow runs from x at t0 to t_max = T with the model's own U_k(., T) as prior and no constant.
+
+    The flow dy/dt = 1/2 grad U_k moves eigen-coordinate c_i as c_i(t) = c_i(t0) r_i(t)^(1/(2k)),
+    r_i = (lam_i + k t) / (lam_i + k t0), and L = int 1/2 Lap U_k dt = sum_i log(r_i(T)) / (2k). So
+    gap = U_k(y_T, T) - L - U_k(x, t0) = 1/2 sum_i [c_i^2 (r_i^(1/k) / (lam_i + k T) - 1 / (lam_i + k t0))
+    + (1 - 1/k) log r_i]: the integral of the heat residual along the flow, zero for k = 1."""
+    lam = g.variances()
+    c = (x - g.mean) @ g.eigvecs
+    r = (lam + k * T) / (lam + k * t0)
+    return 0.5 * (c**2 * (r ** (1 / k) / (lam + k * T) - 1 / (lam + k * t0))).sum(1) + 0.5 * ((1 - 1 / k) * r.log()).sum()
+
+
+# Predictor / closed-form gap, measured on this test's sample (d = 16, 400 images, t in [1e-3, 1], 7 levels):
+# k = 2: Stein 0.776 and exact-trace 0.783 for 1.319 bits/dim (ratio 0.59); k = 1.1: 0.017 and 0.022 for 0.089
+# (ratio 0.19 / 0.25). The residual is taken at noisy data x + sqrt(t) z, not along the model's own flow, so the
+# predictor is first order: right sign, an underestimate. (Issue 14 quotes 0.755-0.789 for 0.945 with a fitted
+# prior and an anchored constant, which add an endpoint term; here the prior is the model's own U_k(., T).)
+@pytest.mark.parametrize("k,band", [(2.0, (0.5, 0.7)), (1.1, (0.1, 0.4)), (1.0, None)])
+def test_predicted_gap_against_a_real_pf_ode(gen, k, band):
+    """A real PF-ODE on the mis-timed Gaussian U(y, k t) matches the closed-form gap per image; the consistency
+    predictor (Stein and exact trace) has the right sign and its measured first-order ratio to it."""
+    from dsmctl.nll.consistency import heat_residual, integrated_gap, stein_residual
+    from dsmctl.nll.pfode import pf_ode_nll
+
+    d, t0, T = 16, 1e-3, 1.0
+    g = image_gaussian(d, gen)
+    x = g.sample(400, generator=gen)
+    model = Stretched(g, k)
+    res, idx, ode_energy, nfe, status = pf_ode_nll(model, x, model, t_min=t0, t_max=T, probes=None,
+                                                   batch_size=400, dtype=torch.float64)
+    assert res.n_converged == 400 and torch.equal(idx, torch.arange(400))
+    gap = ode_energy - model(x, t0).energy  # PF-ODE - one-shot, nats per image
+    want = mis_timed_gap(g, x, k, t0, T)
+    assert (gap - want).abs().max() < 2e-3, (gap - want).abs().max()  # measured <= 4e-4 nats per image
+    bits = d * math.log(2)
+    ode_bpd, want_bpd = gap.mean().item() / bits, want.mean().item() / bits
+    ts = list(np.logspace(-3, 0, 7))
+    _, stein = stein_residual(model, x, ts, draws=4, dtype=torch.float64)
+    exact = integrated_gap(heat_residual(model, x, ts, probes=None, dtype=torch.float64), d)
+    if band is None:  # the consistent energy: no gap, predicted or real
+        assert abs(want_bpd) < 1e-12 and abs(ode_bpd) < 1e-4  # solver error: measured 2e-5
+        assert abs(stein["bits_per_dim"]) < 4 * stein["stderr"] + 1e-9 and abs(exact) < 1e-9
+        return
+    assert ode_bpd == pytest.approx(want_bpd, rel=1e-3)
+    for name, pred in (("stein", stein["bits_per_dim"]), ("exact", exact)):
+        ratio = pred / ode_bpd
+        assert band[0] < ratio < band[1], (name, pred, ode_bpd, ratio)

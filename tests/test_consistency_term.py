@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from dsmctl.densities import gsm
-from dsmctl.nn.energy import EnergyOutput, as_batch_t, parse_need
-from dsmctl.objectives import consistency_term, heat_residual_stein, paired, sample_t, score_matching_loss
+from dsmctl.nn.densities import gsm
+from dsmctl.nn.output import EnergyOutput, as_batch_t, parse_need
+from dsmctl.engine.objectives import consistency_term, heat_residual_stein, paired, sample_t, score_matching_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

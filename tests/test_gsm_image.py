@@ -12,7 +12,7 @@ import torch
 
 from dsmctl.data import open_split, true_density
 from dsmctl.data.sources import PRESETS
-from dsmctl.densities import dct2_basis, from_spec, mixture_entropy, moment_matched
+from dsmctl.nn.densities import dct2_basis, from_spec, mixture_entropy, moment_matched
 
 SPEC = {k: v for k, v in PRESETS["gsm16"].items() if k not in ("n_train", "n_test", "seed")}
 SMALL = {**SPEC, "size": 4}  # d = 16: dense covariances, exact Laplacians

@@ -93,7 +93,7 @@ def test_time_target_has_the_true_conditional_mean(gen):
 
 
 def test_loss_terms_are_order_one_at_the_truth():
-    """In z-units both terms are O(1) at every t: space -> 1 - E||sqrt(t) grad U||^2/d, time -> var/(2d) etc."""
+    """In z-units both terms are O(1) at every t, and for a GSM each sits between its oracle and linear bounds."""
     d = 64
     density = gsm(d, (1.0, 16.0))
     g = torch.Generator().manual_seed(1)
@@ -104,3 +104,86 @@ def test_loss_terms_are_order_one_at_the_truth():
         _, terms = score_matching_loss(density, x, t, z, "dual")
         assert 0 <= terms["space"].mean() <= 1.01
         assert terms["time"].mean() < 1.0
+        # Tight brackets. space = MMSE / (t d): at least the oracle's who knows the component (sum_k w_k s'_k,
+        # s'_k = v_k / (v_k + t)), at most the best linear denoiser's (v / (v + t), v = the mean variance 8.5).
+        # time = E Var(target | y) (t^2/d^2 scaled): at least the oracle's sum_k w_k (1 - s_k^2) / (2d), at most
+        # Var(target) = 1/(2d).
+        v = torch.tensor([1.0, 16.0], dtype=torch.float64)
+        s = t_val / (v + t_val)
+        for name, lo, hi in (("space", (1 - s).mean().item(), 8.5 / (8.5 + t_val)),
+                             ("time", ((1 - s**2) / (2 * d)).mean().item(), 1 / (2 * d))):
+            m, se = terms[name].mean().item(), terms[name].std().item() / math.sqrt(4000)
+            assert lo - 4 * se < m < hi + 4 * se, (name, t_val, lo, m, hi, se)
+
+
+def exact_gaussian_loss(variances, t):
+    """Expected dual-SM terms of the exact energy of N(0, diag(lam)) data, by hand. With s = t / (lam + t) per
+    coordinate: space = (1/d) E||sqrt(t) grad U - z||^2 = (1/d) sum (1 - s) (= d_eff / d, the denoiser's
+    MSE / t); time = E[(1/(2d) sum ((1 - z^2) - s (1 - w^2)))^2] with w = y / sqrt(lam + t), corr(w, z)^2 = s,
+    so Var(s w^2 - z^2) = 2 - 2 s^2 and time = (1/(2 d^2)) sum (1 - s^2): 1/(2d) at t -> 0, 0 at t -> inf."""
+    d = len(variances)
+    s = t / (variances + t)
+    return (1 - s).sum().item() / d, (1 - s**2).sum().item() / (2 * d**2)
+
+
+@pytest.mark.parametrize("t_val", [1e-6, 1e-2, 0.3, 1e2])
+def test_loss_terms_at_the_truth_equal_their_closed_form(t_val):
+    """Each term's mean at the exact energy equals its closed form to within its sampling error (<= 1 %):
+    a weighting error (the 1/2 of the time target, the t/d of the space term, the (t/d)^2 of the time term)
+    moves a term by far more than that."""
+    d, n = 16, 20000
+    variances = torch.logspace(-3, 1, d, dtype=torch.float64)
+    density = Gaussian.from_covariance(torch.diag(variances))
+    g = torch.Generator().manual_seed(3)
+    x = density.sample(n, g)
+    t = torch.full((n,), t_val, dtype=torch.float64)
+    z = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    loss, terms = score_matching_loss(density, x, t, z, "dual")
+    space, time = exact_gaussian_loss(variances, t_val)
+    for name, want in (("space", space), ("time", time)):
+        got = terms[name]
+        se = got.std().item() / math.sqrt(n)
+        assert abs(got.mean().item() - want) < 5 * se, (name, got.mean().item(), want, se)
+        assert got.mean().item() == pytest.approx(want, rel=0.03), name
+    assert loss.item() == pytest.approx(space + time, rel=0.01)
+    assert loss.item() == pytest.approx((terms["space"] + terms["time"]).mean().item(), rel=1e-12)  # weights 1 and 1
+    single, single_terms = score_matching_loss(density, x, t, z, "single")
+    assert single.item() == pytest.approx(terms["space"].mean().item(), rel=1e-12)  # the space term alone
+    assert (single_terms["time"] == 0).all()
+
+
+def test_time_floor_is_one_over_2d_at_small_t():
+    """At t -> 0 the exact energy's time term is the irreducible floor 1/(2d) (the z-noise of the target)."""
+    for d in (8, 64):
+        density = Gaussian.isotropic((d,), 0.5)
+        g = torch.Generator().manual_seed(d)
+        n = 20000
+        x = density.sample(n, g)
+        z = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        _, terms = score_matching_loss(density, x, torch.full((n,), 1e-8, dtype=torch.float64), z, "dual")
+        assert terms["time"].mean().item() == pytest.approx(1 / (2 * d), rel=0.03)
+        space = terms["space"]
+        assert abs(space.mean().item() - 1.0) < 5 * space.std().item() / math.sqrt(n)  # s = 2e-8: d_eff = d
+
+
+@pytest.mark.parametrize("t_min,t_max", [(1e-9, 1e3), (1e-2, 1e2)])
+def test_sample_t_is_log_uniform(t_min, t_max):
+    """p(t) ~ 1/t on [t_min, t_max]: log t is uniform (KS test), every decade gets the same share, and the
+    mean of t is the log-uniform (t_max - t_min) / log(t_max / t_min), not the uniform (t_min + t_max) / 2."""
+    from scipy import stats
+
+    n = 20000
+    t = sample_t(n, t_min, t_max, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert t.shape == (n,) and t.dtype == torch.float64
+    assert t.min() >= t_min and t.max() <= t_max
+    u = (t.log() - math.log(t_min)) / math.log(t_max / t_min)
+    assert stats.kstest(u.numpy(), "uniform").pvalue > 1e-3
+    decades = round(math.log10(t_max / t_min))
+    counts = torch.histc(u, bins=decades, min=0, max=1)
+    expected = n / decades
+    assert ((counts - expected).abs() < 5 * math.sqrt(expected)).all(), counts
+    log_uniform_mean = (t_max - t_min) / math.log(t_max / t_min)
+    assert t.mean().item() == pytest.approx(log_uniform_mean, rel=0.1)
+    # float32 default and independent draws per call
+    t32 = sample_t(5, t_min, t_max, generator=torch.Generator().manual_seed(1))
+    assert t32.dtype == torch.float32 and len(set(t32.tolist())) == 5
