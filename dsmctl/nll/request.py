@@ -152,20 +152,22 @@ class EvalRequest:
         return r
 
 
-def check_device(device):
+def check_device(device, label=None):
+    """Refuse a device torch cannot parse or this machine does not have. label: how to name it in the message."""
     import torch
 
+    label = label or f"--device {device}"
     if device in (None, "auto"):
         return
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise RequestError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+        raise RequestError(f"{label}: expected auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RequestError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
+            raise RequestError(f"{label}: no CUDA device is available here; use cpu or auto")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RequestError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise RequestError(f"{label}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 def check_writable_file(option, path):
