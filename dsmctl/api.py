@@ -129,14 +129,7 @@ class Model:
 
     def energy(self, y, t=0.0, batch_size=DEFAULT_BATCH):
         """U(y, t) in nats per image (float64, CPU), without the constant; y: images (N, C, H, W) or one image."""
-        from .nll.likelihood import energy_at
-
-        self._need_energy("energy")
-        data, single = self._images("y", y)
-        t = _noise_level(t)
-        with torch.no_grad():
-            u = torch.cat([energy_at(self.net, b, t) for _, b in data.batches(_batch(batch_size), self.device)])
-        return u[0] if single else u
+        return self._energy("y", y, t, batch_size)
 
     def log_prob(self, x, t=0.0, batch_size=DEFAULT_BATCH):
         """Normalized log p_t(x) in nats per image (float64, CPU), with the stored constant: -(U(x, t) + c).
@@ -145,7 +138,8 @@ class Model:
         the given images (add the noise yourself). eval-nll's one-shot per-image values are the same numbers."""
         from .nll.likelihood import neg_log_p
 
-        return units.energy_to_log_p(neg_log_p(self.energy(x, t, batch_size), self.constant))
+        c = self.constant
+        return units.energy_to_log_p(neg_log_p(self._energy("x", x, t, batch_size), c))
 
     def bits_per_dim(self, x, t=0.0, quantization_bits="auto", batch_size=DEFAULT_BATCH):
         """NLL in bits/dim per image, as eval-nll reports it: -log2 p_t(x) / d, +8 for 8-bit images at t = 0.
@@ -156,7 +150,8 @@ class Model:
 
         if quantization_bits not in ("auto", None) and not (_is_int(quantization_bits) and quantization_bits > 0):
             raise ValueError(f"quantization_bits={quantization_bits!r}: expected 'auto', None or a positive integer")
-        nll = neg_log_p(self.energy(x, t, batch_size), self.constant)
+        c = self.constant
+        nll = neg_log_p(self._energy("x", x, t, batch_size), c)
         if quantization_bits == "auto":
             quantization_bits = self._quantization_bits(x) if not _noise_level(t) else None
         return units.bits_per_dim(nll, self.d, quantization_bits)
@@ -197,6 +192,16 @@ class Model:
         image = sample_files.is_image_shape(self.shape)
         out = sample(self.net, seeds, self.shape, cfg, _batch(batch_size), self.device, clip=image, start=start)
         return quantize(out["x"], self.shape)
+
+    def _energy(self, name, y, t, batch_size):
+        from .nll.likelihood import energy_at
+
+        self._need_energy("energy" if name == "y" else "log p")
+        data, single = self._images(name, y)
+        t = _noise_level(t)
+        with torch.no_grad():
+            u = torch.cat([energy_at(self.net, b, t) for _, b in data.batches(_batch(batch_size), self.device)])
+        return u[0] if single else u
 
     # -- argument checks -------------------------------------------------------------------------------------
     def _need_energy(self, what):

@@ -89,9 +89,10 @@ def sample_energies(model, x, t, constant, batch_size, device):
 
 def sampler_setup(meta, name, **config):
     """(SamplerConfig, start (m, v) or None, note or None) for a model: `dsmctl sample`'s defaults and checks,
-    shared with the Python API. name: the model's path, for messages. config: SamplerConfig fields (None = default)."""
+    shared with the Python API. name: the model's path, for messages. config: SamplerConfig fields (None = default;
+    init defaults to "data", as the command's --init)."""
     kind = meta["recipe"]["model"]["kind"]
-    cfg = default_config(meta, **config)
+    cfg = default_config(meta, **{**config, "init": config.get("init") or "data"})
     if kind == "denoiser" and cfg.sampler == "mala":
         raise ValueError(f"{name}: a denoiser (score-network) model has no energy: mala needs U for its "
                          "accept/reject test; use ode, sde, ascent or ula")
