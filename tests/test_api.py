@@ -37,6 +37,19 @@ def run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def shifted(run, tmp_path_factory):
+    """The same model file with its stored constant moved by 40 nats: with the Gaussian base the trained c is
+    ~1e-4 nats, too small to see whether log_prob uses it at all; this one cannot be missed."""
+    from dsmctl.nn.model_file import load_model, save_model
+
+    net, meta = load_model(run)
+    meta["normalization"]["constant"] += 40.0
+    path = tmp_path_factory.mktemp("shifted") / "model.safetensors"
+    save_model(path, net, meta)
+    return path
+
+
 def cli(*args):
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output
@@ -57,7 +70,8 @@ def test_import_is_cheap_and_has_no_cli_stack():
     assert out.strip() == "[]"
 
 
-def test_log_prob_and_bits_per_dim_equal_eval_nll_stored_constant(run, tmp_path):
+def test_log_prob_and_bits_per_dim_equal_eval_nll_stored_constant(shifted, tmp_path):
+    run = shifted
     per_image = tmp_path / "logp.csv"
     doc = json.loads(cli("eval-nll", run, "--stored-constant", "--n-images", 40, "--per-image", per_image,
                          "--json").stdout)
@@ -71,6 +85,7 @@ def test_log_prob_and_bits_per_dim_equal_eval_nll_stored_constant(run, tmp_path)
     assert close(bpd, [float(r["bits_per_dim"]) for r in rows])
     n = doc["nll"]
     assert n["quantization_bits"] == 8 and m.constant == n["constant"] == m.meta["normalization"]["constant"]
+    assert abs(m.constant) > 39
     assert close(bpd.mean(), n["bits_per_dim"]) and close(-log_p.mean() / m.d, n["nats_per_dim"])
     # An Images view and a uint8 tensor are read the same way (k/255, +8 for 8-bit data).
     assert close(m.bits_per_dim(dsmctl.open_data("demo", split="test", n=40)), bpd)
@@ -80,7 +95,8 @@ def test_log_prob_and_bits_per_dim_equal_eval_nll_stored_constant(run, tmp_path)
     assert close(-(m.energy(x) + m.constant), log_p)
 
 
-def test_log_prob_at_t_is_the_noisy_density_eval_nll_reports(run, tmp_path):
+def test_log_prob_at_t_is_the_noisy_density_eval_nll_reports(shifted, tmp_path):
+    run = shifted
     from dsmctl.nll.likelihood import NOISE_STREAM
     from dsmctl.rng import indexed_normal
 
