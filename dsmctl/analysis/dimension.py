@@ -150,7 +150,7 @@ def run(ckpt, t_grid=None, draws=100, n_images=16, source=None, split=None, batc
         write_rows(out, rows)
         res["out"] = str(out)
     if plot:
-        from ..nll.evaluate import model_label
+        from ..nll.report import model_label
 
         res["plot"] = str(plot_profile(prof, plot, plot_images, title=f"{model_label(ckpt)}: {data.name}, {draws} draws"))
     return res

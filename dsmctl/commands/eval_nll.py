@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from .common import UsageError, emit_json, err, render
+from .common import emit_json, err, render
 
 
 def eval_nll(
@@ -51,35 +51,17 @@ def eval_nll(
       dsmctl eval-nll run --consistency
       dsmctl eval-nll run --denoising-curve --denoiser runs/den --plots figs/
     """
-    from .. import units
-    from ..nll.evaluate import ESTIMATORS, eval_nll as run_eval
+    from ..nll.evaluate import evaluate
+    from ..nll.report import summary_lines
+    from ..nll.request import EvalRequest
 
-    if t is not None and psnr is not None:
-        raise UsageError("give --t or --psnr, not both")
-    if psnr is not None:
-        t = units.psnr_to_t(psnr)
-    if anchor is not None and anchor not in ("paper", "gaussian"):
-        raise UsageError(f"--anchor {anchor!r}: expected paper or gaussian")
-    if estimator not in ESTIMATORS:
-        raise UsageError(f"--estimator {estimator!r}: expected one of {', '.join(ESTIMATORS)}")
-    if draws < 1 or max_steps < 1 or (probes is not None and probes < 0) or rtol <= 0 or atol <= 0:
-        raise UsageError("--draws and --max-steps must be >= 1, --probes >= 0, --rtol and --atol > 0")
-    if t_min is not None and t_min <= 0:
-        raise UsageError(f"--t-min {t_min}: expected a positive noise variance")
-    ode = {"t_min": t_min, "rtol": rtol, "atol": atol, "max_steps": max_steps}
-    if probes is not None:
-        ode["probes"] = probes or None
-    den = None
-    if denoising_curve or denoiser:
-        try:
-            den = {"psnrs": [float(v) for v in psnr_grid.split(",") if v.strip()], "denoiser": denoiser}
-        except ValueError:
-            raise UsageError(f"--psnr-grid {psnr_grid!r}: expected comma-separated PSNRs in dB") from None
-    res = run_eval(ckpt, data, split, t, t_max, anchor, n_images, batch_size, seed, device, baseline, per_image,
-                   stored_constant, weights, estimator=estimator, draws=draws, ode=ode, denoising=den, plots=plots,
-                   log=lambda text: err.print(text), consistency=consistency)
-    from ..nll.evaluate import summary_lines
-
+    request = EvalRequest(
+        ckpt, source=data, split=split, t=t, psnr=psnr, t_max=t_max, anchor=anchor, n_images=n_images,
+        batch_size=batch_size, seed=seed, device=device, weights=weights, stored_constant=stored_constant,
+        baseline=baseline, per_image=per_image, estimator=estimator, draws=draws, t_min=t_min, rtol=rtol, atol=atol,
+        probes=probes, max_steps=max_steps, consistency=consistency, denoising_curve=denoising_curve,
+        denoiser=denoiser, psnr_grid=psnr_grid, plots=plots)
+    res = evaluate(request, log=lambda text: err.print(text))
     render(summary_lines(res, ckpt))
     if as_json:
         emit_json(res)

@@ -11,6 +11,7 @@ The noise u is keyed by dataset index and draw number; per image the draws are a
 standard error is over images (combined with that of the constant c). Per-draw means show the draw noise.
 """
 import math
+import time
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from .. import units
 from ..data.arrays import ArrayData
 from .likelihood import normalization_constant, stderr
+from .request import Estimate, RequestError
 from ..rng import indexed_uniform
 
 DEQUANT_STREAM = 100  # draw k uses rng stream DEQUANT_STREAM + k
@@ -87,3 +89,29 @@ def dequantized_nll(model, data, draws=4, t_max=1e3, anchor="paper", batch_size=
         t_max=float(t_max), anchor=anchor, constant=c, constant_stderr=c_se, n_images=len(data), d=d, seed=seed,
         data=data.name, data_fingerprint=data.fingerprint)
     return (res, idx, per_image) if return_per_image else res
+
+
+def check(data, request):
+    """eval-nll refusals that need the data: only 8-bit images have bins to dequantize."""
+    if data.quantization_bits != 8:
+        raise RequestError(f"{data.name}: --estimator dequantized needs 8-bit image data, this split is continuous")
+
+
+def estimate(model, data, request):
+    """eval-nll's estimator interface: request resolved (draws, t_max, anchor, batch_size, seed, device, constant)."""
+    t0 = time.time()
+    res, idx, nll = dequantized_nll(model, data, request.draws, request.t_max, request.anchor, request.batch_size,
+                                    request.seed, request.device, constant=request.constant, return_per_image=True)
+    return Estimate(res, idx, nll, time.time() - t0, protocol(res))
+
+
+def baseline(density, data, request, device=None):
+    """The same bound for a closed-form density (the Gaussian baseline goes through the same estimator)."""
+    return dequantized_nll(density, data, request.draws, request.t_max, "exact", request.batch_size, request.seed, device,
+                           constant=(0.0, 0.0))
+
+
+def protocol(r):
+    return (f"dequantized NLL (upper bound), {r.draws} uniform draws per image keyed by index (seed {r.seed}), "
+            f"{r.convention}; constant c={r.constant:.6g}±{r.constant_stderr:.2g} nats at t_max={r.t_max:g} "
+            f"({r.anchor} anchor), {r.n_images} images of {r.data} (fingerprint {r.data_fingerprint})")

@@ -23,6 +23,18 @@ NOISE_STREAM, ANCHOR_STREAM = 1, 2  # rng streams: noisy evaluation data, noisy 
 
 
 @torch.no_grad()
+def energy_at(model, y, t):
+    """U(y, t) of one batch, nats per image, float64 on the CPU (no constant)."""
+    return model(y, t, need=("energy",)).energy.double().cpu()
+
+
+def neg_log_p(energy, constant):
+    """-log p_t in nats per image from the network energy U and the normalization constant c: U + c.
+    The one-shot NLL, the per-image files and the Python API's log_prob all go through here."""
+    return energy + constant
+
+
+@torch.no_grad()
 def energies(model, data, t, batch_size=256, seed=0, stream=NOISE_STREAM, device=None, dtype=torch.float32):
     """Per-image U(x + sqrt(t) z, t) in nats (z keyed by dataset index); returns (indices, energies)."""
     data = ArrayData.wrap(data)
@@ -31,8 +43,14 @@ def energies(model, data, t, batch_size=256, seed=0, stream=NOISE_STREAM, device
         if t > 0:
             x = x + math.sqrt(t) * indexed_normal(idx, data.shape, seed, stream, dtype, device)
         all_idx.append(torch.as_tensor(idx))
-        all_u.append(model(x, t, need=("energy",)).energy.double().cpu())
+        all_u.append(energy_at(model, x, t))
     return torch.cat(all_idx), torch.cat(all_u)
+
+
+@torch.no_grad()
+def clean_energies(model, data, t, batch_size, device):
+    """U(x, t) at the clean images x (no noise added), nats per image."""
+    return torch.cat([energy_at(model, x, t) for _, x in ArrayData.wrap(data).batches(batch_size, device)])
 
 
 def fit_anchor(data, max_images=None, min_var=None, shrink=False):
@@ -104,7 +122,7 @@ def one_shot_nll(model, data, t=0.0, t_max=1e3, anchor="paper", batch_size=256, 
         constant = normalization_constant(model, data, t_max, anchor, batch_size, seed, device, anchor_density)
     c, c_se = constant
     idx, u = energies(model, data, t, batch_size, seed, NOISE_STREAM, device)
-    nll = u + c
+    nll = neg_log_p(u, c)
     qbits = data.quantization_bits if t == 0 else None
     mean = nll.mean().item()
     se_bits = units.nats_to_bits(math.hypot(stderr(nll), c_se)) / data.d

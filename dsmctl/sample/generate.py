@@ -87,6 +87,27 @@ def sample_energies(model, x, t, constant, batch_size, device):
     return torch.cat(out)
 
 
+def sampler_setup(meta, name, **config):
+    """(SamplerConfig, start (m, v) or None, note or None) for a model: `dsmctl sample`'s defaults and checks,
+    shared with the Python API. name: the model's path, for messages. config: SamplerConfig fields (None = default;
+    init defaults to "data", as the command's --init)."""
+    kind = meta["recipe"]["model"]["kind"]
+    cfg = default_config(meta, **{**config, "init": config.get("init") or "data"})
+    if kind == "denoiser" and cfg.sampler == "mala":
+        raise ValueError(f"{name}: a denoiser (score-network) model has no energy: mala needs U for its "
+                         "accept/reject test; use ode, sde, ascent or ula")
+    if kind == "denoiser" and cfg.sampler == "ascent" and cfg.noise_estimate == "time-score":
+        raise ValueError(f"{name}: a denoiser (score-network) model has no time score; use --noise-estimate "
+                         "schedule or residual")
+    start, init_note = None, None
+    if cfg.init == "data":
+        start = data_start(meta)
+        if start is None:
+            cfg.init = "model"
+            init_note = f"training data {meta['recipe']['data']['source']} not found: start estimated by the model"
+    return cfg, start, init_note
+
+
 def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=None, grid_n=64, progress=None,
                       merge_timeout=3600.0, dtype=torch.float32, **config):
     """Sample `seeds` from a checkpoint into out_dir; returns the run summary (rank 0 / single process) or
@@ -95,14 +116,7 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
     model_path = resolve_model_path(ckpt)
     model, meta = load_model(model_path, device)
     shape = tuple(meta["shape"])
-    kind = meta["recipe"]["model"]["kind"]
-    cfg = default_config(meta, **config)
-    if kind == "denoiser" and cfg.sampler == "mala":
-        raise ValueError(f"{ckpt}: a denoiser (score-network) model has no energy: mala needs U for its "
-                         "accept/reject test; use ode, sde, ascent or ula")
-    if kind == "denoiser" and cfg.sampler == "ascent" and cfg.noise_estimate == "time-score":
-        raise ValueError(f"{ckpt}: a denoiser (score-network) model has no time score; use --noise-estimate "
-                         "schedule or residual")
+    cfg, start, init_note = sampler_setup(meta, ckpt, **config)
     rank, world, from_env = parse_shard(shard)
     sig = signature(model_path, meta, cfg, seeds, dtype)
     my_seeds = seeds[rank::world]
@@ -111,13 +125,6 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
     image = sample_files.is_image_shape(shape)
     norm = meta.get("normalization")
     t_eval = meta["recipe"]["eval"]["t"]
-    start, init_note = None, None
-    if cfg.init == "data":
-        start = data_start(meta)
-        if start is None:
-            cfg.init = "model"
-            init_note = f"training data {meta['recipe']['data']['source']} not found: start estimated by the model"
-
     energies = []
 
     def on_batch(chunk, part):

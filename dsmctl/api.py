@@ -1,0 +1,283 @@
+"""The public Python API: load a model, open data, normalized log-probabilities, energies, denoising, samples.
+
+    import dsmctl
+    m = dsmctl.load("runs/quickstart")
+    x = dsmctl.open_data("demo", split="test")[:16]
+    m.log_prob(x)          # log p(x) in nats per image, with the constant stored in the model file
+
+Conventions (as the CLI's, see units.py): images are float tensors (N, C, H, W) with pixels in [0, 1] (an 8-bit
+value k is k/255); t is the per-pixel noise variance; energies and log-probabilities are nats per image.
+Everything here is the code the commands run: log_prob goes through nll/likelihood.py as eval-nll's one-shot
+estimator, bits_per_dim through units.py, sample through sample/generate.py and sample/samplers.py.
+"""
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import units
+from .data.arrays import ArrayData
+
+DEFAULT_BATCH = 256
+
+
+def load(path, weights="auto", device="auto"):
+    """A trained model from a run directory, a checkpoint directory or a model file.
+
+    weights: "auto" (EMA weights where the run has them) | "ema" | "raw"; device: "auto" | "cpu" | "cuda" | "cuda:N".
+    """
+    from .nll.evaluate import pick_device
+    from .nn.model_file import WEIGHTS, load_model, resolve_model_path
+
+    if not isinstance(path, (str, Path)):
+        raise ValueError(f"path={path!r}: expected a run directory, checkpoint directory or model file path")
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights={weights!r}: expected one of {', '.join(WEIGHTS)}")
+    device = _device(device, pick_device)
+    file = resolve_model_path(path, weights)
+    net, meta = load_model(file, device, weights)
+    return Model(net, meta, file, device)
+
+
+def open_data(source, split="test", n=None):
+    """A split of a data source (a name such as "demo", a prepared directory, ...) as an Images view:
+    view[i], view[:16], view[[3, 7]] are float tensors in the models' convention; len(view) images."""
+    from . import data as data_mod
+
+    if not isinstance(source, (str, Path)):
+        raise ValueError(f"source={source!r}: expected a data source name or a prepared directory")
+    if not isinstance(split, str):
+        raise ValueError(f"split={split!r}: expected a split name such as 'train' or 'test'")
+    data = data_mod.open_split(str(source), split)
+    if n is not None:
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"n={n!r}: expected an integer >= 1")
+        data = data.subset(np.arange(min(n, len(data))))
+    return Images(data)
+
+
+class Images:
+    """A read-only view of a data split; indexing returns float32 tensors (N, C, H, W) with pixels in [0, 1]."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, key):
+        positions = np.arange(len(self.data))[key]
+        if np.ndim(positions) == 0:
+            return self.data.batch(np.array([positions]))[0]
+        return self.data.batch(positions)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def quantization_bits(self):
+        """8 for 8-bit images (bits/dim then gets +8), None for continuous data."""
+        return self.data.quantization_bits
+
+    @property
+    def name(self):
+        return self.data.name
+
+    @property
+    def fingerprint(self):
+        return self.data.fingerprint
+
+    def indices(self):
+        """Dataset indices of the images in this view (eval-nll's per-image files are keyed by them)."""
+        return self.data.index(np.arange(len(self.data)))
+
+    def __repr__(self):
+        return f"Images({self.name}, {len(self)} x {self.shape}, fingerprint {self.fingerprint})"
+
+
+class Model:
+    """A loaded model: `net` answers net(y, t, need=...) (nn/output.py); `meta` is the model file's metadata."""
+
+    def __init__(self, net, meta, path, device):
+        self.net, self.meta, self.path, self.device = net, meta, Path(path), device
+
+    def __repr__(self):
+        return f"Model({self.path}, {self.kind}, shape {self.shape}, step {self.meta.get('step')})"
+
+    @property
+    def shape(self):
+        return tuple(self.meta["shape"])
+
+    @property
+    def d(self):
+        return math.prod(self.shape)
+
+    @property
+    def kind(self):
+        return self.meta["recipe"]["model"]["kind"]
+
+    @property
+    def constant(self):
+        """The normalization constant c (nats per image) stored at the end of training: -log p_t = U + c."""
+        norm = self.meta.get("normalization")
+        if not norm:
+            raise ValueError(f"{self.path}: the model file has no stored normalization constant "
+                             "(eval-nll without --stored-constant fixes one on the evaluation data)")
+        return norm["constant"]
+
+    def energy(self, y, t=0.0, batch_size=DEFAULT_BATCH):
+        """U(y, t) in nats per image (float64, CPU), without the constant; y: images (N, C, H, W) or one image."""
+        return self._energy("y", y, t, batch_size)
+
+    def log_prob(self, x, t=0.0, batch_size=DEFAULT_BATCH):
+        """Normalized log p_t(x) in nats per image (float64, CPU), with the stored constant: -(U(x, t) + c).
+
+        t = 0: the density of clean images; t > 0: the density p_t of noisy images y = x + sqrt(t) z, evaluated at
+        the given images (add the noise yourself). eval-nll's one-shot per-image values are the same numbers."""
+        from .nll.likelihood import neg_log_p
+
+        c = self.constant
+        return units.energy_to_log_p(neg_log_p(self._energy("x", x, t, batch_size), c))
+
+    def bits_per_dim(self, x, t=0.0, quantization_bits="auto", batch_size=DEFAULT_BATCH):
+        """NLL in bits/dim per image, as eval-nll reports it: -log2 p_t(x) / d, +8 for 8-bit images at t = 0.
+
+        quantization_bits: "auto" (8 when x comes from 8-bit data: a uint8 tensor, an Images view of 8-bit data
+        or, for float tensors, the model's own 8-bit training data; None for continuous data), 8, or None."""
+        from .nll.likelihood import neg_log_p
+
+        if quantization_bits not in ("auto", None) and not (_is_int(quantization_bits) and quantization_bits > 0):
+            raise ValueError(f"quantization_bits={quantization_bits!r}: expected 'auto', None or a positive integer")
+        c = self.constant
+        nll = neg_log_p(self._energy("x", x, t, batch_size), c)
+        if quantization_bits == "auto":
+            quantization_bits = self._quantization_bits(x) if not _noise_level(t) else None
+        return units.bits_per_dim(nll, self.d, quantization_bits)
+
+    def denoise(self, y, t, batch_size=DEFAULT_BATCH):
+        """E[x | y] = y - t grad_y U(y, t) (Tweedie / Miyasawa), float32 on the CPU, shaped like y."""
+        data, single = self._images("y", y)
+        t = _noise_level(t)
+        out = torch.cat([self.net(b, t, need=("denoised",)).denoised.detach().cpu()
+                         for _, b in data.batches(_batch(batch_size), self.device)])
+        return out[0] if single else out
+
+    def sample(self, n=None, seed=0, seeds=None, batch_size=64, **options):
+        """Images (N, C, H, W), one per seed (seeds seed .. seed+n-1, or `seeds`), as `dsmctl sample` writes them
+        (8-bit images rounded to k/255). options: the sampler settings of `dsmctl sample` (sampler="ode", solver,
+        steps, t_max, t_min, schedule, init, h0, h_schedule, beta, noise_estimate, max_iters, langevin_steps,
+        step_scale, predictor), same defaults."""
+        from .sample import files as sample_files
+        from .sample.generate import quantize, sampler_setup
+        from .sample.samplers import SamplerConfig, sample
+
+        if (n is None) == (seeds is None):
+            raise ValueError("sample: give n (seeds seed .. seed+n-1) or seeds, not both")
+        if seeds is None:
+            if not _is_int(n) or n < 1:
+                raise ValueError(f"n={n!r}: expected an integer >= 1")
+            if not _is_int(seed):
+                raise ValueError(f"seed={seed!r}: expected an integer")
+            seeds = list(range(seed, seed + n))
+        else:
+            seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
+            if not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
+                raise ValueError("seeds: expected a non-empty list of integers >= 0")
+        unknown = set(options) - set(SamplerConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"sample: unknown option(s) {', '.join(sorted(unknown))}; expected SamplerConfig fields")
+        cfg, start, _ = sampler_setup(self.meta, self.path, **options)
+        image = sample_files.is_image_shape(self.shape)
+        out = sample(self.net, seeds, self.shape, cfg, _batch(batch_size), self.device, clip=image, start=start)
+        return quantize(out["x"], self.shape)
+
+    def _energy(self, name, y, t, batch_size):
+        from .nll.likelihood import energy_at
+
+        self._need_energy("energy" if name == "y" else "log p")
+        data, single = self._images(name, y)
+        t = _noise_level(t)
+        with torch.no_grad():
+            u = torch.cat([energy_at(self.net, b, t) for _, b in data.batches(_batch(batch_size), self.device)])
+        return u[0] if single else u
+
+    # -- argument checks -------------------------------------------------------------------------------------
+    def _need_energy(self, what):
+        if self.kind == "denoiser":
+            raise ValueError(f"{self.path}: a denoiser (score-network) model has no energy, hence no {what}; "
+                             "it has denoise() and sample()")
+
+    def _images(self, name, x):
+        """(ArrayData over x, x was a single image)."""
+        if isinstance(x, Images):
+            x = x.data
+        if isinstance(x, ArrayData):
+            data, single = x, False
+        else:
+            if isinstance(x, np.ndarray):
+                x = torch.from_numpy(x)
+            if not isinstance(x, torch.Tensor):
+                raise ValueError(f"{name}: expected a tensor of images shaped (N, {', '.join(map(str, self.shape))}), "
+                                 f"got {type(x).__name__}")
+            single = tuple(x.shape) == self.shape
+            x = x[None] if single else x
+            if x.dtype != torch.uint8 and not x.is_floating_point():
+                raise ValueError(f"{name}: expected float images in [0, 1] (or uint8), got dtype {x.dtype}")
+            if x.is_floating_point() and not torch.isfinite(x).all():
+                raise ValueError(f"{name}: contains NaN or infinite values")
+            data = ArrayData.wrap(x.detach().cpu() if x.dtype == torch.uint8 else x.detach().cpu().float())
+        if tuple(data.shape) != self.shape or len(data) == 0:
+            raise ValueError(f"{name}: images of shape {tuple(data.shape)} ({len(data)} of them), but the model was "
+                             f"trained on {self.shape}; expected (N, {', '.join(map(str, self.shape))}) with N >= 1")
+        return data, single
+
+    def _quantization_bits(self, x):
+        if isinstance(x, Images):
+            return x.quantization_bits
+        if isinstance(x, ArrayData):
+            return x.quantization_bits
+        if isinstance(x, (torch.Tensor, np.ndarray)) and x.dtype in (torch.uint8, np.uint8):
+            return 8
+        return self.training_quantization_bits
+
+    @property
+    def training_quantization_bits(self):
+        """8 when the model was trained on 8-bit images, None for continuous data (opens the training split)."""
+        from . import data as data_mod
+
+        if not hasattr(self, "_train_qbits"):
+            rec = self.meta["recipe"]["data"]
+            try:
+                data = data_mod.open_split(rec["source"], rec["train_split"], rec.get("synthetic"))
+            except (data_mod.DataError, OSError) as e:
+                raise ValueError(f"quantization_bits='auto': the model's training data {rec['source']} cannot be "
+                                 f"opened here ({str(e).splitlines()[0]}); pass quantization_bits=8 or None") from None
+            self._train_qbits = data.quantization_bits
+        return self._train_qbits
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _batch(batch_size):
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: expected an integer >= 1")
+    return int(batch_size)
+
+
+def _noise_level(t):
+    if isinstance(t, torch.Tensor) and t.numel() == 1:
+        t = t.item()
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not math.isfinite(t) or t < 0:
+        raise ValueError(f"t={t!r}: expected a finite noise variance >= 0 (a float; PSNR p dB is t = 10^(-p/10))")
+    return float(t)
+
+
+def _device(device, pick_device):
+    from .nll.request import check_device
+
+    check_device(device, label=f"device={device!r}")
+    return pick_device(device)

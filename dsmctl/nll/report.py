@@ -1,0 +1,88 @@
+"""eval-nll's report: the human summary, the per-image file and the figures (numbers come from nll/evaluate.py)."""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import units
+from ..fileio import write_rows
+
+
+def summary_lines(res, ckpt):
+    """Human-readable report of eval_nll's result: [(text, style or None)], for the CLI to print."""
+    out = []
+    n = res["nll"]
+    out.append((f"NLL {n['bits_per_dim']:.4f} ± {n['bits_per_dim_stderr']:.4f} bits/dim  ({n['nats_per_dim']:.4f} "
+                f"nats/dim, log p {n['log_p_db_per_dim']:.3f} dB/dim)  [{res['estimator']}]  {ckpt}", "bold"))
+    out.append((f"  protocol: {res['protocol']}", None))
+    if "warning" in res:
+        out.append((f"  warning: {res['warning']}", "yellow"))
+    for bad in n.get("not_converged", [])[:10]:
+        out.append((f"  not converged: image {bad['index']} ({bad['reason']})", "yellow"))
+    if "one_shot" in res:
+        o = res["one_shot"]
+        out.append((f"  one-shot: {o['bits_per_dim']:.4f} ± {o['bits_per_dim_stderr']:.4f} bits/dim; "
+                    f"{res['estimator']} − one-shot = {n['bits_per_dim'] - o['bits_per_dim']:+.4f} bits/dim", None))
+    if "energy_at_t_min" in res:
+        e = res["energy_at_t_min"]
+        out.append((f"  energy at t_min={e['t']:g} (one-shot formula at the ODE's start): {e['bits_per_dim']:.4f} bits/dim", None))
+    for name, sec in res["seconds"].items():
+        out.append((f"  time: {name} {sec:.1f} s", None))
+    for key in ("baseline", "truth"):
+        if key in res:
+            b = res[key]
+            label = b.get("name", "true density (closed form)")
+            out.append((f"  {key}: {b['bits_per_dim']:.4f} bits/dim ({b['nats_per_dim']:.4f} nats/dim)  {label}; "
+                        f"model − {key} = {n['bits_per_dim'] - b['bits_per_dim']:+.4f} bits/dim", None))
+    if "consistency" in res:
+        c = res["consistency"]
+        worst = max(c["rows"], key=lambda r: abs(r["t_residual"]))
+        out.append((f"  consistency: PF-ODE − one-shot predicted {c['predicted_gap_bits_per_dim']:+.4f} ± {c['stderr']:.4f} "
+                    f"bits/dim; largest t·residual {worst['t_residual']:+.2f} nats/image at t={worst['t']:.2g} "
+                    f"({c['seconds']:.0f} s)", None))
+        out.append((f"    protocol: {c['protocol']}", None))
+    if "denoising" in res:
+        curves = res["denoising"]["curves"]
+        first = next(iter(curves.values()))
+        out.append(("  denoising (output PSNR, dB): input " + "  ".join(f"{r['psnr_in']:6.1f}" for r in first), None))
+        for name, rows in curves.items():
+            out.append((f"    {name}: " + "  ".join(f"{r['psnr_out']:6.2f}" for r in rows), None))
+    for p in res.get("plots", []) + ([res["denoising"]["plot"]] if "plot" in res.get("denoising", {}) else []):
+        out.append((f"  plot: {p}", None))
+    return out
+
+
+def write_per_image(path, idx, nll, d, qbits, extra=None):
+    """CSV or JSONL (by suffix) keyed by dataset index: energy (nats), log p (dB/dim), bits/dim (+ extra columns)."""
+    extra = extra or {}
+    rows = []
+    for k, (i, u) in enumerate(zip(idx.tolist(), nll.tolist())):
+        row = {"index": int(i), "energy": float(u), "log_p_db_per_dim": units.log_p_db_per_dim(float(u), d),
+               "bits_per_dim": units.bits_per_dim(float(u), d, qbits)}
+        row.update({name: values[k] for name, values in extra.items()})
+        rows.append(row)
+    write_rows(path, rows)
+
+
+def draw_plots(directory, data, idx, nll, estimator, ckpt):
+    from ..analysis import plots as P
+
+    directory = Path(directory)
+    ok = torch.isfinite(nll)
+    log_p = units.log_p_db_per_dim(nll[ok].numpy(), data.d)
+    title = f"{model_label(ckpt)}: {estimator} log p, {data.name}"
+    hist = P.log_p_histogram(log_p, directory / "log_p_histogram.png", title)
+    # dataset index -> position in this view, to fetch the images themselves
+    where = {int(i): p for p, i in enumerate(data.index(np.arange(len(data))))}
+    pos = np.array([where[int(i)] for i in idx[ok].tolist()])
+    order = np.argsort(-log_p)
+    pick = order[np.unique(np.linspace(0, len(order) - 1, min(12, len(order))).round().astype(int))]
+    images = data.batch(pos[pick]).numpy()
+    strip = P.image_strip(images, log_p[pick], directory / "log_p_strip.png", title)
+    return [str(hist), str(strip)]
+
+
+def model_label(ckpt):
+    """A short name for a model path: the run directory's name rather than 'model.safetensors'."""
+    p = Path(str(ckpt))
+    return p.parent.name if p.name.endswith(".safetensors") and p.parent.name else p.name
