@@ -25,7 +25,7 @@ from .dist_eval import normalization_constant
 from .ema import EMA
 from .dryrun import check_memory
 from .errors import DivergedError, TrainError  # noqa: F401  (cli.py imports it from here)
-from .guard import SkipCounter
+from .guard import SkipCounter, check_finite_weights
 from .precision import keep_fp32, set_fp32_precision
 from ..progress import TrainProgress
 from .schedule import lr_factor
@@ -253,6 +253,7 @@ def _train(recipe, run_dir, resume, command, progress, stepped):
                     prog.update(m)
                     last_t, last_step, sums = now, done, {}
                 if res.stop or (done % recipe.train.ckpt_every == 0 and done < steps):
+                    check_finite_weights(model, done, last_ckpt)
                     last_ckpt = resume_mod.save(acc, run_dir, done, model, optimizer, ema, skips.skipped, sums,
                                                 recipe, meta)
                 if res.stop:
@@ -273,6 +274,7 @@ def _train(recipe, run_dir, resume, command, progress, stepped):
     if stopped:
         return {**summary, "stopped": stopped}
     if done != start_step or not (run_dir / "checkpoints" / f"step-{done:07d}").is_dir():
+        check_finite_weights(model, done, last_ckpt)
         last_ckpt = resume_mod.save(acc, run_dir, done, model, optimizer, ema, skips.skipped, sums, recipe, meta)
     summary.update(export(acc, model, ema, recipe, meta, run_dir, done, shape, prog))
     summary["checkpoint"] = str(last_ckpt)
