@@ -1,6 +1,8 @@
 """Recipes: YAML -> frozen dataclasses, strict keys (with did-you-mean), typed --set overrides, a hash.
 
 Every mistake is a RecipeError whose one-line message names the file, the dotted key and what was expected.
+YAML from outside is data, never trusted structure: read_yaml bounds alias expansion and nesting depth, refuses
+duplicate keys, and allows only plain values (mappings, lists, strings, numbers, booleans, null).
 """
 import dataclasses
 import difflib
@@ -18,6 +20,117 @@ import yaml
 
 class RecipeError(ValueError):
     pass
+
+
+MAX_RECIPE_BYTES = 1 << 20  # recipes are a few kB
+MAX_YAML_NODES = 100_000  # values after alias expansion (the largest shipped recipe has about 100)
+MAX_YAML_DEPTH = 64  # nesting levels
+INT_LIMIT = 2 ** 63  # every integer fits an int64
+FLOAT_LIMIT = 1e30  # every float: finite and of magnitude at most this (float32 tops out at 3.4e38)
+
+
+def show(value, width=60):
+    """repr(value), shortened for a one-line message (a 400-digit integer, a huge list)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 15:
+        digits = str(abs(value))
+        return f"{'-' if value < 0 else ''}{digits[:4]}...{digits[-4:]} ({len(digits)} digits)"
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer stops at MAX_YAML_DEPTH levels (it recurses once per level)."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise RecipeError(f"nested too deep: more than {MAX_YAML_DEPTH} levels (line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _measure(node, path, depth, memo):
+    """(expanded size, height) of a YAML node graph without expanding it; refuses duplicate keys, recursive
+    aliases, too many values after alias expansion and too deep an expansion."""
+    key = id(node)
+    if key in memo:
+        if memo[key] is None:
+            raise RecipeError(f"{path or 'recipe'}: a recursive alias (*name inside its own &name)")
+        size, height = memo[key]
+    else:
+        memo[key] = None
+        size, height = 1, 0
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for k, v in node.value:
+                name = str(k.value) if isinstance(k, yaml.ScalarNode) else "?"
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    if name in seen:
+                        raise RecipeError(f"{path + '.' if path else ''}{name}: duplicate key (line "
+                                          f"{k.start_mark.line + 1}); each key may appear once")
+                    seen.add(name)
+                for child in (k, v):
+                    s, h = _measure(child, f"{path}.{name}" if path else name, depth + 1, memo)
+                    size, height = size + s, max(height, h + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                s, h = _measure(child, path, depth + 1, memo)
+                size, height = size + s, max(height, h + 1)
+        memo[key] = (size, height)
+    if size > MAX_YAML_NODES:
+        raise RecipeError(f"{path or 'recipe'}: alias expansion too large: {show(size)} values after expanding "
+                          f"&anchors and *aliases, expected at most {MAX_YAML_NODES:,}")
+    if depth + height > MAX_YAML_DEPTH:
+        raise RecipeError(f"{path or 'recipe'}: nested too deep after alias expansion: more than "
+                          f"{MAX_YAML_DEPTH} levels")
+    return size, height
+
+
+def _plain(value, path):
+    """Refuse what is not plain data (dates, binary, sets), naming the dotted key."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _plain(k, path)
+            _plain(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for v in value:
+            _plain(v, path)
+    elif not (value is None or isinstance(value, (str, int, float, bool))):
+        kinds = {"date": "a date", "datetime": "a date and time", "bytes": "binary data (!!binary)"}
+        kind = kinds.get(type(value).__name__, f"a {type(value).__name__}")
+        shown = value.isoformat() if hasattr(value, "isoformat") else show(value)
+        raise RecipeError(f"{path or 'recipe'}: expected a number, string, list or mapping, got {kind} "
+                          f"({shown}); quote it if you mean the text")
+
+
+def read_yaml(text, where=""):
+    """Parse YAML text into plain data, bounded (see the module docstring); raises RecipeError."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _measure(node, "", 0, {})
+        data = loader.construct_document(node)
+    except RecipeError as e:
+        raise RecipeError(f"{where}{e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(e, "problem", None)
+        raise RecipeError(f"{where}not valid YAML{at}{': ' + problem if problem else ''}") from None
+    finally:
+        loader.dispose()
+    try:
+        _plain(data, "")
+    except RecipeError as e:
+        raise RecipeError(f"{where}{e}") from None
+    return data
 
 
 @dataclass(frozen=True)
@@ -129,7 +242,7 @@ CHOICES = {
 def _check_values(r, where):
     def need(ok, key, expected, value):
         if not ok:
-            raise RecipeError(f"{where}{key}: expected {expected}, got {value!r}")
+            raise RecipeError(f"{where}{key}: expected {expected}, got {show(value)}")
 
     for sec in dataclasses.fields(r):
         for f in dataclasses.fields(getattr(r, sec.name)):
@@ -137,6 +250,10 @@ def _check_values(r, where):
             values = value if isinstance(value, tuple) else (value,)
             need(all(not isinstance(v, float) or math.isfinite(v) for v in values), f"{sec.name}.{f.name}",
                  "a finite number", value)
+            need(all(not isinstance(v, float) or abs(v) <= FLOAT_LIMIT for v in values), f"{sec.name}.{f.name}",
+                 f"a number of magnitude at most {FLOAT_LIMIT:g}", value)
+            need(all(not isinstance(v, int) or isinstance(v, bool) or -INT_LIMIT <= v < INT_LIMIT for v in values),
+                 f"{sec.name}.{f.name}", "an integer of magnitude below 2^63", value)
     for key, allowed in CHOICES.items():
         sec, name = key.split(".")
         value = getattr(getattr(r, sec), name)
@@ -270,10 +387,7 @@ def parse_override(text):
     if "=" not in text:
         raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
     key, value = text.split("=", 1)
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise RecipeError(f"--set {text!r}: the value is not valid YAML") from None
+    return key.strip(), read_yaml(value, f"--set {show(text)}: ")
 
 
 def apply_overrides(raw, overrides):
@@ -298,14 +412,20 @@ def load_recipe(path=None, overrides=(), raw=None):
     where = f"{path}: " if path else ""
     if raw is None and path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise RecipeError(f"{path}: is a directory; expected a recipe file (YAML)")
         if not p.is_file():
             raise RecipeError(f"{path}: no such recipe file")
+        if p.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: {p.stat().st_size:,} bytes; expected a recipe file of at most "
+                              f"{MAX_RECIPE_BYTES:,} bytes")
+        raw_bytes = p.read_bytes()
         try:
-            raw = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" (line {mark.line + 1})" if mark else ""
-            raise RecipeError(f"{path}: not valid YAML{at}") from None
+            text = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RecipeError(f"{path}: not UTF-8 text (byte 0x{raw_bytes[e.start]:02x} at offset {e.start}); "
+                              "save the recipe as UTF-8") from None
+        raw = read_yaml(text, where)
     if raw is not None and not isinstance(raw, dict):
         raise RecipeError(f"{where}expected a mapping of sections (data, model, noise, loss, optim, train, eval)")
     raw = apply_overrides(raw, overrides)

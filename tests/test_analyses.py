@@ -92,7 +92,7 @@ def test_parse_t_grid():
     assert parse_t_grid("1e-4:1:5") == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
     assert parse_t_grid("0.1, 1") == [0.1, 1.0]
     for bad in ("1:0.1:3", "0:1:3", "a,b", "-1"):
-        with pytest.raises(ValueError, match="t grid"):
+        with pytest.raises(ValueError, match="--t-grid"):
             parse_t_grid(bad)
 
 

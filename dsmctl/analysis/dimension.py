@@ -19,23 +19,32 @@ from ..rng import indexed_normal
 DIM_STREAM = 10_000  # draw k uses rng stream DIM_STREAM + k
 
 
-def parse_t_grid(text):
-    """'1e-8:1e1:19' (log-spaced, both ends included) or '1e-6,1e-3,1' -> list of floats."""
+MAX_T_GRID = 10_000  # noise levels; each costs n_images x draws forward passes
+
+
+def parse_t_grid(text, max_points=MAX_T_GRID):
+    """'1e-8:1e1:19' (log-spaced, both ends included) or '1e-6,1e-3,1' -> list of floats (at most max_points)."""
     text = str(text).strip()
     try:
         if ":" in text:
             lo, hi, n = text.split(":")
             lo, hi, n = float(lo), float(hi), int(n)
-            if lo <= 0 or hi <= lo or n < 1:
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi <= lo or n < 1:
                 raise ValueError
-            return [lo] if n == 1 else [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (n - 1)) for i in range(n)]
-        grid = [float(v) for v in text.split(",") if v.strip()]
-        if not grid or any(v <= 0 for v in grid):
-            raise ValueError
-        return grid
+        else:
+            grid = [float(v) for v in text.split(",") if v.strip()]
+            n = len(grid)
+            if not grid or any(not math.isfinite(v) or v <= 0 for v in grid):
+                raise ValueError
     except ValueError:
-        raise ValueError(f"t grid {text!r}: expected LO:HI:N (log-spaced, 0 < LO < HI) or a comma list of "
-                         "positive noise variances") from None
+        raise ValueError(f"--t-grid {text!r}: expected LO:HI:N (log-spaced, 0 < LO < HI finite, N >= 1) or a comma "
+                         "list of positive noise variances") from None
+    if n > max_points:
+        raise ValueError(f"--t-grid {text!r}: {n:,} noise levels, expected at most {max_points:,} (each costs "
+                         "one forward pass per image and draw)")
+    if ":" not in text:
+        return grid
+    return [lo] if n == 1 else [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (n - 1)) for i in range(n)]
 
 
 def dimension_profile(model, data, t_grid, draws=100, batch_size=256, seed=0, device=None, dtype=torch.float32,

@@ -119,13 +119,13 @@ def run(recipe, ns, out, split="first-last", n_eval=500, threshold=DEFAULT_THRES
         device=None, progress=True, log=print, plot=True, t=None):
     """The whole protocol over a list of N; writes OUT/generalization.{json,txt}, per_image.csv, PNGs."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     d = recipe.data
     n_train = len(data_mod.open_split(d.source, d.train_split, d.synthetic))
-    bad = [n for n in ns if n < 1 or (split == "first-last" and 2 * n > n_train)]
-    if bad:
-        raise ValueError(f"N = {bad[0]}: two disjoint subsets of N images need 1 <= N <= {n_train // 2} "
+    bad = [n for n in ns if n < 1 or 2 * n > n_train]
+    if bad:  # checked before OUT is created: a refused request leaves nothing behind
+        raise ValueError(f"--n {bad[0]}: two disjoint subsets of N images need 1 <= N <= {n_train // 2} "
                          f"({n_train} training images in {d.source}:{d.train_split})")
+    out.mkdir(parents=True, exist_ok=True)
     rows, per_image = [], []
     batch_size = batch_size or recipe.eval.batch_size
     # Default: the lowest trained noise level. Below it the network extrapolates (with the logt embedding, t = 0

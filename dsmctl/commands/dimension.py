@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from .common import UsageError, emit_json, err
+from .common import UsageError, check_writable, emit_json, err, need_int
 
 
 def dimension(
@@ -30,14 +30,23 @@ def dimension(
       dsmctl dimension runs/quickstart --t-grid 1e-6:10:15 --draws 100 --out deff.csv --plot deff.png
     """
     from ..analysis.dimension import parse_t_grid, run, summary_text
+    from ..device import resolve_device
 
-    if draws < 1 or n_images < 1:
-        raise UsageError("--draws and --n-images must be >= 1")
+    need_int(draws, "--draws", 1, 10 ** 6)
+    need_int(n_images, "--n-images", 1)
+    need_int(batch_size, "--batch-size", 1, 10 ** 7)
+    need_int(seed, "--seed", 0, 2 ** 63 - 1)
     grid = parse_t_grid(t_grid) if t_grid else None
     try:
         pos = [int(v) for v in images.split(",") if v.strip()] if images else None
     except ValueError:
-        raise UsageError(f"--images {images!r}: expected comma-separated positions, e.g. 0,3,7") from None
+        pos = [-1]
+    if pos is not None and (not pos or min(pos) < 0):
+        raise UsageError(f"--images {images!r}: expected comma-separated positions 0..N-1, e.g. 0,3,7")
+    resolve_device(device)
+    for option, path in (("--out", out), ("--plot", plot)):
+        if path is not None:
+            check_writable(path, option, kind="file")
     res = run(ckpt, grid, draws, n_images, data, split, batch_size, seed, device, out, plot, pos,
               log=lambda text: err.print(text))
     err.print(summary_text(res))

@@ -4,7 +4,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import UsageError, emit_json, err
+from .common import UsageError, check_writable, emit_json, err, need_float, need_int
 
 
 def generalize(
@@ -38,8 +38,13 @@ def generalize(
     from ..analysis import generalization as G
     from ..nll.evaluate import pick_device
 
-    if t is not None and t < 0:
-        raise UsageError(f"--t {t}: expected a non-negative noise variance")
+    need_float(t, "--t", 0, lo_open=False, what="noise variance")
+    need_float(threshold, "--memorization-threshold", what="threshold in dB/dim")
+    need_int(n_eval, "--n-eval", 0)
+    need_int(batch_size, "--batch-size", 1, 10 ** 7)
+    pick_device(device)  # refuses a device this machine does not have, before any work
+    if out is not None:
+        check_writable(out, "--out")
     if models:
         if len(models) != 2 or recipe is not None:
             raise UsageError("--models takes exactly two checkpoints (give it twice) and no recipe")
@@ -53,7 +58,9 @@ def generalize(
         try:
             ns = [int(v) for v in n.split(",") if v.strip()]
         except ValueError:
-            raise UsageError(f"--n {n!r}: expected comma-separated integers, e.g. 10,100,1000") from None
+            ns = []
+        if not ns or min(ns) < 1:
+            raise UsageError(f"--n {n!r}: expected comma-separated subset sizes >= 1, e.g. 10,100,1000")
         overrides = list(set_) + ([f"train.steps={steps}"] if steps else [])
         r = load_recipe(recipe, overrides)
         if r.data.subset:

@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from .common import UsageError, emit_json, render
+from .common import UsageError, check_writable, emit_json, need_choice, need_float, need_int, render
 
 
 def sample(
@@ -49,16 +49,12 @@ def sample(
     from ..sample import files as sample_io
     from ..progress import FractionProgress
 
+    check_options(ckpt, out, n, seeds, sampler, solver, steps, t_max, t_min, schedule, init, h0, h_schedule, beta,
+                  noise_estimate, max_iters, langevin_steps, step_scale, predictor, batch_size, device, grid, merge)
     if merge:
         res = generation.merge_dir(ckpt, out, grid)
     else:
-        if n is None and seeds is None:
-            raise UsageError("sample: give --n N or --seeds LIST")
         seed_list = sample_io.parse_seeds(seeds) if seeds is not None else list(range(n))
-        if n is not None and (n < 1 or len(seed_list) != n):
-            raise UsageError(f"--n {n} but --seeds {seeds!r} lists {len(seed_list)} seeds")
-        if batch_size < 1:
-            raise UsageError(f"--batch-size {batch_size}: expected a positive number")
         with FractionProgress(f"sample {sampler}, {len(seed_list)} seeds", not quiet) as bar:
             res = generation.sample_checkpoint(
                 ckpt, seed_list, out, batch_size=batch_size, device=device, shard=shard, grid_n=grid, progress=bar,
@@ -70,3 +66,58 @@ def sample(
     render(summary_lines(res))
     if as_json:
         emit_json(res)
+
+
+def check_options(ckpt, out, n, seeds, sampler, solver, steps, t_max, t_min, schedule, init, h0, h_schedule, beta,
+                  noise_estimate, max_iters, langevin_steps, step_scale, predictor, batch_size, device, grid, merge):
+    """Every option checked before the model is loaded or --out is created; the seeds without expanding them."""
+    from ..device import resolve_device
+    from ..sample import files as sample_io
+    from ..sample.samplers import SAMPLERS, SCHEDULES, SOLVERS
+
+    need_choice(sampler, "--sampler", SAMPLERS)
+    need_choice(solver, "--solver", SOLVERS)
+    need_choice(schedule, "--schedule", SCHEDULES)
+    need_choice(init, "--init", ("data", "model", "zero"))
+    need_choice(h_schedule, "--h-schedule", ("constant", "paper"))
+    need_choice(noise_estimate, "--noise-estimate", ("schedule", "residual", "time-score"))
+    need_choice(predictor, "--predictor", ("ode", "sde", "none"))
+    need_int(steps, "--steps", 1, 10 ** 7)
+    need_float(t_max, "--t-max", 0, what="noise variance")
+    need_float(t_min, "--t-min", 0, what="noise variance")
+    if t_min is not None and t_max is not None and t_min >= t_max:
+        raise UsageError(f"--t-min {t_min:g}: expected a noise variance below --t-max {t_max:g}")
+    need_float(h0, "--h0", 0, 1, what="step size")
+    need_float(beta, "--beta", 0, 1)
+    need_int(max_iters, "--max-iters", 1, 10 ** 7)
+    need_int(langevin_steps, "--langevin-steps", 1, 10 ** 6)
+    need_float(step_scale, "--step-scale", 0)
+    need_int(batch_size, "--batch-size", 1, 10 ** 7)
+    need_int(grid, "--grid", 0, 10 ** 5)
+    resolve_device(device)
+    check_writable(out, "--out")
+    if merge:
+        return
+    if n is None and seeds is None:
+        raise UsageError("sample: give --n N or --seeds LIST")
+    need_int(n, "--n", 1)
+    count = sample_io.count_seeds(sample_io.seed_ranges(seeds)) if seeds is not None else n
+    if n is not None and count != n:
+        raise UsageError(f"--n {n} but --seeds {seeds!r} lists {count} seeds")
+    memory_for_seeds(ckpt, count, "--seeds " + seeds if seeds is not None else f"--n {n}")
+
+
+def memory_for_seeds(ckpt, count, what):
+    """Refuse a number of samples whose results cannot be held in memory (the samples are kept as float32,
+    quantized and uint8 copies, plus a seed list): ~13 bytes per value and 64 per seed."""
+    import math
+
+    from ..budget import need_memory
+    from ..nn.model_file import read_meta
+
+    meta = read_meta(ckpt)  # a missing or unreadable model is refused here
+    try:
+        d = math.prod(int(v) for v in meta.get("shape"))
+    except (TypeError, ValueError, AttributeError):  # a malformed shape is refused when the model is loaded
+        d = 1
+    need_memory(count * (64 + 13 * max(d, 1)), what, None, f"to hold {count:,} samples of {d:,} values")

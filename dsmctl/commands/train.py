@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import UsageError, emit_json, err
+from .common import UsageError, check_writable, emit_json, err
 
 
 def train(
@@ -41,7 +41,9 @@ def train(
         try:
             dims = tuple(int(v) for v in shape.split(",")) if shape else None
         except ValueError:
-            raise UsageError(f"--shape {shape!r}: expected comma-separated integers, e.g. 3,64,64") from None
+            dims = ()
+        if dims is not None and (not 1 <= len(dims) <= 3 or min(dims) < 1):
+            raise UsageError(f"--shape {shape!r}: expected 1 to 3 comma-separated positive integers, e.g. 3,64,64")
         info = describe(r, dims)
         err.print(r.to_yaml().rstrip())
         err.print(f"# recipe hash {r.hash()}; {info['parameters']:,} parameters; examples of shape {tuple(info['shape'])}; "
@@ -50,6 +52,7 @@ def train(
         if as_json:
             emit_json({"recipe": r.to_dict(), "hash": r.hash(), **info, "run_dir": str(run_dir)})
         return
+    check_writable(run_dir, "--out" if out else "run directory")
     from ..engine.trainer import train as run_training
 
     summary = run_training(r, run_dir, resume=resume, command=" ".join(["dsmctl"] + sys.argv[1:]), progress=not quiet)

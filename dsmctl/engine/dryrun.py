@@ -1,11 +1,58 @@
-"""`dsmctl train --dry-run`: what a recipe builds and roughly what it costs, without training."""
+"""`dsmctl train --dry-run`: what a recipe builds and roughly what it costs, without training; and the memory
+check that refuses, before anything is built or written, a recipe whose sizes cannot fit (train and --dry-run)."""
 import math
 import os
 
 import torch
 
 from .. import data as data_mod
-from ..nn.build import build_model, count_parameters
+from ..budget import need_memory
+from ..nn.build import check_shape
+from ..nn.size import model_size
+from .errors import TrainError
+
+BYTES = 4  # float32
+# Training keeps about three copies of the activations (forward, first backward, their graph: the loss
+# differentiates the network twice); weights, gradients and two Adam moments are four copies of the weights.
+TRAIN_COPIES, STATE_COPIES = 3, 4
+
+
+def training_device():
+    """The device one training process will use (Accelerate's choice: its local GPU, else the CPU)."""
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    if torch.cuda.is_available() and not use_cpu:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def estimate(recipe, shape, world=1):
+    """Bytes per process: weights + optimizer state, a training step, the normalization constant's batches."""
+    if recipe.train.batch_size % world:
+        raise TrainError(f"train.batch_size: {recipe.train.batch_size} is not divisible by the number of processes "
+                         f"({world})")
+    params, acts = model_size(recipe.model, shape)
+    weights = params * BYTES * (STATE_COPIES + (1 if recipe.train.ema else 0))
+    return {"parameters": params, "activations_per_example": acts, "weights_bytes": weights,
+            "train_bytes": weights + acts * BYTES * TRAIN_COPIES * (recipe.train.batch_size // world),
+            "eval_bytes": params * BYTES + acts * BYTES * recipe.eval.batch_size}
+
+
+def check_memory(recipe, shape, world=1, device=None):
+    """Refuse (BudgetError naming the recipe key and the estimate) sizes that this machine cannot hold."""
+    check_shape(recipe.model, shape)
+    est = estimate(recipe, shape, world)
+    device = training_device() if device is None else device
+    m = recipe.model
+    size_key = (f"model.radial_hidden {m.radial_hidden}" if m.kind == "radial" else
+                f"model.widths {list(m.widths)} (model.mid_width {m.mid_width})")
+    need_memory(est["weights_bytes"], size_key, device,
+                f"for {est['parameters']:.3g} parameters with their gradients and Adam moments")
+    need_memory(est["train_bytes"], f"train.batch_size {recipe.train.batch_size}", device,
+                f"of training memory per process ({recipe.train.batch_size // world} examples of shape "
+                f"{tuple(shape)})")
+    need_memory(est["eval_bytes"], f"eval.batch_size {recipe.eval.batch_size}", device,
+                "to compute the normalization constant")
+    return est
 
 
 def describe(recipe, shape=None):
@@ -13,24 +60,8 @@ def describe(recipe, shape=None):
     if shape is None:
         shape = data_mod.open_split(recipe.data.source, recipe.data.train_split, recipe.data.synthetic).shape
     shape = tuple(shape)
-    model = build_model(recipe.model, shape)
-    n_params = count_parameters(model)
-    # Activations: sum of every module's output for one example, measured with hooks on a forward pass;
-    # the double backward keeps about three copies (forward, first backward, their graph).
-    sizes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
-             for m in model.modules() if not list(m.children())]
-    with torch.no_grad():
-        model(torch.zeros(1, *shape), torch.ones(1), need=("energy",) if recipe.model.kind != "denoiser" else ("grad_y",))
-    for h in hooks:
-        h.remove()
-    per_example = sum(sizes) * 4 * 3
-    batch = recipe.train.batch_size
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
-    if batch % world:
-        from .errors import TrainError
-
-        raise TrainError(f"train.batch_size: {batch} is not divisible by the number of processes ({world})")
-    memory = n_params * 4 * 4 + per_example * (batch // world)  # weights, grads, two Adam moments
-    return {"parameters": n_params, "shape": list(shape), "memory_gib": memory / 2**30,
-            "d": math.prod(shape), "world_size": world, "batch_per_process": batch // world}
+    est = check_memory(recipe, shape, world)
+    return {"parameters": est["parameters"], "shape": list(shape), "memory_gib": est["train_bytes"] / 2**30,
+            "eval_memory_gib": est["eval_bytes"] / 2**30, "d": math.prod(shape), "world_size": world,
+            "batch_per_process": recipe.train.batch_size // world}

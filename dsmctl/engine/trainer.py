@@ -8,6 +8,7 @@ global step. Layout of the run directory, resume rules and exit codes: docs/trai
 import importlib.util
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from ..rng import hash_seed
 from . import resume as resume_mod, rng_state, train_state
 from .dist_eval import normalization_constant
 from .ema import EMA
-from .errors import TrainError  # noqa: F401  (cli.py imports it from here)
-from .guard import SkipCounter
+from .dryrun import check_memory
+from .errors import DivergedError, TrainError  # noqa: F401  (cli.py imports it from here)
+from .guard import SkipCounter, check_finite_weights
 from .precision import keep_fp32, set_fp32_precision
 from ..progress import TrainProgress
 from .schedule import lr_factor
@@ -121,8 +123,22 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     """Train `recipe` into `run_dir`; returns a summary dict (also written to run_dir/summary.json).
 
     A stop signal ends the run early with a checkpoint; the summary then has "stopped" with the exit code.
+    A run that fails before its first step (bad data, out of memory, a refused checkpoint) leaves no run
+    directory behind when it created it; one that diverges keeps its metrics for diagnosis.
     """
     run_dir = Path(run_dir)
+    fresh = not run_dir.exists() and not run_dir.is_symlink()
+    stepped = {"done": False}
+    try:
+        return _train(recipe, run_dir, resume, command, progress, stepped)
+    except BaseException as e:
+        if fresh and not stepped["done"] and not isinstance(e, DivergedError) \
+                and int(os.environ.get("RANK", "0")) == 0:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(recipe, run_dir, resume, command, progress, stepped):
     check_world(recipe, int(os.environ.get("WORLD_SIZE", "1")))  # before any process group is formed
     if recipe.train.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
         raise TrainError("train.tensorboard: true needs the tensorboard package (pip install tensorboard)")
@@ -135,6 +151,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
 
     train_data = open_train_data(recipe)
     shape = train_data.shape
+    check_memory(recipe, shape, world, acc.device)  # before anything is built: refuse sizes that cannot fit
     torch.manual_seed(hash_seed(recipe.train.seed, 5))  # the same initial weights on every process and run
     model = build_model(recipe.model, shape)
     base_note = None
@@ -218,6 +235,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
                 x, t, z = local_batch(train_data, sampler, step, recipe, rank, b, acc.device)
                 res = train_step(acc, model, optimizer, x, t, z, recipe, tied, ema, stop.requested)
                 done = step + 1
+                stepped["done"] = True
                 prog.tick(done)
                 if res.skipped:
                     prog.log(skips.skip(done, res.skipped, last_ckpt))  # raises past train.max_nonfinite
@@ -235,6 +253,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
                     prog.update(m)
                     last_t, last_step, sums = now, done, {}
                 if res.stop or (done % recipe.train.ckpt_every == 0 and done < steps):
+                    check_finite_weights(model, done, last_ckpt)
                     last_ckpt = resume_mod.save(acc, run_dir, done, model, optimizer, ema, skips.skipped, sums,
                                                 recipe, meta)
                 if res.stop:
@@ -255,6 +274,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     if stopped:
         return {**summary, "stopped": stopped}
     if done != start_step or not (run_dir / "checkpoints" / f"step-{done:07d}").is_dir():
+        check_finite_weights(model, done, last_ckpt)
         last_ckpt = resume_mod.save(acc, run_dir, done, model, optimizer, ema, skips.skipped, sums, recipe, meta)
     summary.update(export(acc, model, ema, recipe, meta, run_dir, done, shape, prog))
     summary["checkpoint"] = str(last_ckpt)

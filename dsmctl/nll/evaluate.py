@@ -23,9 +23,9 @@ ESTIMATORS = {"one-shot": one_shot, "dequantized": dequantize, "pf-ode": pfode}
 
 
 def pick_device(device=None):
-    if device and device != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from ..device import resolve_device
+
+    return resolve_device(device)
 
 
 def open_eval_data(meta, source=None, split=None, n_images=None):

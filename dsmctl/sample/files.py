@@ -19,24 +19,35 @@ import numpy as np
 from ..fileio import atomic_path
 
 
-def parse_seeds(text):
-    """'0-63', '5', '0-9,100,200-203' -> a list of distinct non-negative ints, in the order given."""
-    seeds = []
+def seed_ranges(text):
+    """'0-63', '5', '0-9,100,200-203' -> [(first, last), ...] inclusive, in the order given, without expanding
+    them (so that a range of a trillion seeds costs nothing to check); refuses overlaps and negative seeds."""
+    ranges = []
     for part in str(text).split(","):
         part = part.strip()
         try:
-            if "-" in part:
-                a, b = (int(v) for v in part.split("-", 1))
-                if b < a:
-                    raise ValueError
-                seeds.extend(range(a, b + 1))
-            else:
-                seeds.append(int(part))
+            a, b = (int(v) for v in part.split("-", 1)) if "-" in part[1:] else (int(part), int(part))
+            if b < a or a < 0 or b >= 2 ** 63:
+                raise ValueError
         except ValueError:
             raise ValueError(f"--seeds {text!r}: expected seeds like 0-63 or 0,5,10-19 (non-negative, ascending "
                              "ranges)") from None
-    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        ranges.append((a, b))
+    ordered = sorted(ranges)
+    if any(b0 >= a1 for (_, b0), (a1, _) in zip(ordered, ordered[1:])):
         raise ValueError(f"--seeds {text!r}: seeds must be non-negative and distinct")
+    return ranges
+
+
+def count_seeds(ranges):
+    return sum(b - a + 1 for a, b in ranges)
+
+
+def parse_seeds(text):
+    """'0-63', '5', '0-9,100,200-203' -> a list of distinct non-negative ints, in the order given."""
+    seeds = []
+    for a, b in seed_ranges(text):
+        seeds.extend(range(a, b + 1))
     return seeds
 
 
