@@ -5,18 +5,16 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from dsmctl import cli, rng
+import reference
+from dsmctl import cli
 from dsmctl.nn.model_file import CheckpointError, load_model
 from dsmctl.engine import train_state as checkpoints
 from dsmctl.engine.ema import EMA
 from dsmctl.engine.trainer import train
-from dsmctl.data import open_split
 from dsmctl.nll.evaluate import eval_nll
-from dsmctl.nll.likelihood import ANCHOR_STREAM
 from dsmctl.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,37 +163,17 @@ def test_ema_warmup_and_export(finished_run):
     assert load_model(out)[1]["weights"] == "ema"
 
 
-def recomputed_constant(model, n_images, t_max, seed):
-    """Training's end protocol (gaussian anchor), written out: c = mean_i [G(y_i) - U(y_i, t_max)] and its standard
-    error, y_i = x_i + sqrt(t_max) z_i over the first n_images of demo:test, z_i keyed by image index on the anchor
-    stream, G = -log N(mean, Cov + t_max I) from torch.distributions, Cov the ML covariance of those images with
-    eigenvalues floored at a quantization bin's variance 1/(12 * 255^2)."""
-    arr = open_split("demo", "test").array[:n_images]
-    x = torch.from_numpy(arr.astype(np.float32) / 255)
-    z = torch.stack([torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(s))
-                     for s in (rng.hash_seed(seed, ANCHOR_STREAM, i) for i in range(n_images))])
-    y = x + t_max ** 0.5 * z
-    with torch.no_grad():
-        u = model(y, t_max, need=("energy",)).energy.double()
-    flat = x.reshape(n_images, -1).double()
-    xc = flat - flat.mean(0)
-    lam, vecs = torch.linalg.eigh(xc.T @ xc / n_images)
-    cov = vecs @ torch.diag(lam.clamp_min(1 / (12 * 255**2)) + t_max) @ vecs.T
-    g = -torch.distributions.MultivariateNormal(flat.mean(0), cov).log_prob(y.reshape(n_images, -1).double())
-    per_image = g - u
-    return per_image.mean().item(), (per_image.std() / n_images ** 0.5).item()
-
-
 @pytest.mark.parametrize("weights", ["ema", "raw"])
 def test_stored_constant_equals_a_recomputation_from_the_exported_weights(finished_run, weights):
-    """Each exported file (EMA and raw) stores the constant of its own weights: recomputed here, it agrees to
+    """Each exported file (EMA and raw) stores the constant of its own weights. Recomputed here as training's end
+    does (gaussian anchor on the first 20 images of demo:test, tests/reference.py), it agrees to
     1e-4 nats per image (the constant's standard error is ~0.05; EMA and raw differ by ~0.006)."""
     out, _ = finished_run
     model, meta = load_model(out, weights=weights)
     norm = meta["normalization"]
     assert (norm["anchor"], norm["t_max"], norm["n_images"], norm["seed"], norm["data"]) == ("gaussian", 10.0, 20, 0,
                                                                                              "demo:test")
-    c, se = recomputed_constant(model, 20, 10.0, 0)
+    c, se = reference.gaussian_anchor_constant(model, reference.images(20)[1], 10.0, seed=0)
     assert norm["constant"] == pytest.approx(c, abs=1e-4)
     assert norm["stderr"] == pytest.approx(se, rel=1e-3)
     other = load_model(out, weights="raw" if weights == "ema" else "ema")[1]["normalization"]["constant"]
