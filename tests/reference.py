@@ -16,10 +16,10 @@ LN10 = 2.302585092994046
 NOISE, ANCHOR, DENOISE, DEQUANT, DIM = 1, 2, 3, 100, 10_000  # the rng streams documented in each module
 
 
-def images(n, source="demo", split="test"):
+def images(n, source="demo", split="test"):  # n None: the whole split
     """(dataset indices, the first n images as float32 in [0, 1]) of an 8-bit split, as the loader feeds them."""
     arr = open_split(source, split).array[:n]
-    return np.arange(n), torch.from_numpy(arr.astype(np.float32) / 255)
+    return np.arange(len(arr)), torch.from_numpy(arr.astype(np.float32) / 255)
 
 
 def energy(model, y, t):
@@ -84,3 +84,23 @@ def d_eff(model, x, t, draws, seed=0):
         errs.append((x - out.denoised.detach()).flatten(1).double().square().sum(1) / t)
         us.append(out.energy.detach().double())
     return torch.stack(errs).mean(0), torch.stack(us).mean(0)
+
+
+class FittedGaussian:
+    """-log N(y; mean, Cov + t I) with the ML mean and covariance of x (eigenvalues floored at 1/(12 * 255^2)),
+    from torch.distributions: the 'Gaussian fitted to the training split' baseline, as a model."""
+
+    def __init__(self, x):
+        flat = x.reshape(len(x), -1).double()
+        self.mean = flat.mean(0)
+        xc = flat - self.mean
+        lam, self.vecs = torch.linalg.eigh(xc.T @ xc / len(x))
+        self.lam = lam.clamp_min(1 / (12 * 255**2))
+
+    def __call__(self, y, t, need=("energy",), create_graph=False):
+        from dsmctl.nn.output import EnergyOutput, as_batch_t
+
+        cov = self.vecs @ torch.diag(self.lam + float(t)) @ self.vecs.T
+        out = EnergyOutput(y, as_batch_t(t, y))
+        out.energy = -torch.distributions.MultivariateNormal(self.mean, cov).log_prob(y.reshape(len(y), -1).double())
+        return out
