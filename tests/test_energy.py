@@ -129,3 +129,40 @@ def test_gaussian_base_accepts_a_low_rank_fit(gen):
         assert torch.allclose(getattr(a, k), getattr(b, k), rtol=1e-8, atol=1e-8), k
     with pytest.raises(ValueError, match="floor"):
         model.base.set_gaussian(type(gauss)(gauss.shape, gauss.mean, gauss.eigvecs, gauss.eigvals, floor=0.0))
+
+
+def test_paper_embedding_of_raw_t_is_smooth_down_to_t_zero():
+    """The paper's embedding is of the raw variance t (method notes: phi(t) = [cos(w_k t), sin(w_k t)], w_k 1 .. 0.01):
+    at t = 0, 1e-12, 1e-9 it is finite, continuous (within t * its slope of emb(0)), and its t-derivative is the chain
+    rule at phi(0) = [1, 0]: J_mlp(phi(0)) [-w sin 0, w cos 0] = J_mlp(phi(0)) [0, w]. An embedding of log t has a
+    slope ~1/(t + 1e-9) there, a billion times larger."""
+    from dsmctl.nn.unet import NoiseEmbedding
+
+    torch.manual_seed(0)
+    emb = NoiseEmbedding("paper").double()
+    w = torch.logspace(0, -2, 32, dtype=torch.float64)
+    phi0 = torch.cat([torch.ones(32, dtype=torch.float64), torch.zeros(32, dtype=torch.float64)])
+    slope0 = torch.func.jvp(emb.mlp, (phi0,), (torch.cat([torch.zeros_like(w), w]),))[1]
+    assert torch.isfinite(slope0).all() and 0 < slope0.abs().max() < 10
+    ts = torch.tensor([0.0, 1e-12, 1e-9], dtype=torch.float64)
+    values, slopes = torch.func.jvp(emb, (ts,), (torch.ones_like(ts),))
+    assert torch.isfinite(values).all() and torch.isfinite(slopes).all()
+    assert torch.allclose(values[0], emb.mlp(phi0), rtol=0, atol=1e-15)  # phi(0) = [cos 0, sin 0]
+    for k, t in enumerate(ts.tolist()):
+        assert torch.allclose(slopes[k], slope0, rtol=1e-6, atol=1e-8), t  # the module keeps w in float32
+        assert (values[k] - values[0]).abs().max() <= 1.01 * t * slope0.abs().max() + 1e-15, t
+
+
+def test_paper_embedding_energy_has_finite_continuous_t_derivative_at_zero(gen):
+    """The whole energy with the paper embedding: U and dU/dt finite at t = 0, 1e-12, 1e-9, and dU/dt the same there
+    (to 1e-6 relative): the network treats t -> 0 as a smooth limit, not a singular point."""
+    model = small_energy("paper")
+    y = torch.randn(2, 1, 8, 8, generator=gen, dtype=torch.float64)
+    outs = [model(y, torch.full((2,), t, dtype=torch.float64), need=("energy", "grad_t")) for t in (0.0, 1e-12, 1e-9)]
+    for o in outs:
+        assert torch.isfinite(o.energy).all() and torch.isfinite(o.grad_t).all()
+    g0 = outs[0].grad_t
+    assert g0.abs().min() > 0
+    for o, t in zip(outs[1:], (1e-12, 1e-9)):
+        assert torch.allclose(o.grad_t, g0, rtol=1e-6, atol=0)
+        assert torch.allclose(o.energy - outs[0].energy, t * g0, rtol=1e-3, atol=1e-14)
