@@ -8,6 +8,7 @@ global step. Layout of the run directory, resume rules and exit codes: docs/trai
 import importlib.util
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import data as data_mod
+from ..fileio import disk_errors
 from ..nn.model_file import RAW_FILE, save_model
 from ..nn.build import build_model, count_parameters
 from .objectives import sample_t
@@ -188,22 +190,33 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
              f"({world} process{'es' if world > 1 else ''} x {b}), device {acc.device}, {recipe.train.precision}, "
              f"random horizontal flips {'on' if recipe.data.hflip else 'off'}"
              + (f" (fp32: {', '.join(fp32_parts[:3])}{', ...' if len(fp32_parts) > 3 else ''})" if fp32_parts else ""))
-    for line in [*warnings, *([base_note] if base_note else [])]:
-        prog.log(line)
+
+    def notice(line):  # warnings and where training resumed from: printed even with --quiet (rank 0 only)
+        if prog.enabled:
+            prog.log(line)
+        elif acc.is_main_process:
+            print(line, file=sys.stderr, flush=True)
+
+    for line in warnings:
+        notice(line)
+    if base_note:
+        prog.log(base_note)
     if unreached:
         prog.log(f"[train] {len(unreached)} parameter tensors do not reach the loss ({', '.join(unreached[:4])}"
                  f"{', ...' if len(unreached) > 4 else ''}): tied with weight 0 so that DDP reduces them too")
     if ckpt is not None:
-        prog.log(f"[train] resumed from {ckpt}: " + "; ".join(restored))
+        notice(f"[train] resumed from {ckpt}: " + "; ".join(restored))
     elif resume == "auto":
         prog.log(f"[train] no complete checkpoint in {run_dir / 'checkpoints'}: fresh start at step 0")
 
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if acc.is_main_process else None
+    with disk_errors(run_dir / "metrics.jsonl"):
+        metrics_file = open(run_dir / "metrics.jsonl", "a") if acc.is_main_process else None
 
     def record(m):
         if metrics_file:
-            metrics_file.write(json.dumps(m) + "\n")
-            metrics_file.flush()
+            with disk_errors(run_dir / "metrics.jsonl", "(checkpoints are intact; resume with --resume auto)"):
+                metrics_file.write(json.dumps(m) + "\n")
+                metrics_file.flush()
         if recipe.train.tensorboard and "loss" in m:
             acc.log({k: v for k, v in m.items() if k != "step" and v is not None}, step=m["step"])
 
@@ -302,6 +315,11 @@ def compute_constant(acc, model, recipe, prog=None, weights="raw"):
     if ev.n_images:
         data = data.subset(np.arange(min(ev.n_images, len(data))))
     c, se = normalization_constant(acc, model, data, ev.t_max, ev.anchor, ev.batch_size, ev.seed)
+    if not np.isfinite(c):  # a model file never stores a non-finite constant (model_file.check_meta refuses it)
+        if prog:
+            prog.log(f"[train] warning: the normalization constant ({weights} weights) came out {c}; none is stored "
+                     f"(eval-nll computes it afresh)")
+        return None
     if prog:
         prog.log(f"[train] normalization constant ({weights} weights) c = {c:.6g} +- {se:.2g} nats (anchor "
                  f"{ev.anchor}, t_max {ev.t_max:g}, {len(data)} images of {data.name})")
