@@ -119,8 +119,11 @@ def model_meta(recipe, train_data):
             "data": data_mod.training_data_info(recipe.data, train_data)}
 
 
-def train(recipe, run_dir, resume="auto", command=None, progress=True):
+def train(recipe, run_dir, resume="auto", command=None, progress=True, verify_data="quick"):
     """Train `recipe` into `run_dir`; returns a summary dict (also written to run_dir/summary.json).
+
+    verify_data: how a prepared data.source is re-checked against its manifest first (data.check_prepared):
+    quick | full | skip. Nothing is written before it passes.
 
     A stop signal ends the run early with a checkpoint; the summary then has "stopped" with the exit code.
     """
@@ -135,6 +138,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     b = B // world
     set_fp32_precision(recipe.train.precision == "tf32")
 
+    data_mod.check_prepared(recipe.data.source, verify_data)  # the fingerprint a model records must be true
     train_data = open_train_data(recipe)
     shape = train_data.shape
     torch.manual_seed(hash_seed(recipe.train.seed, 5))  # the same initial weights on every process and run
@@ -191,7 +195,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
              f"random horizontal flips {'on' if recipe.data.hflip else 'off'}"
              + (f" (fp32: {', '.join(fp32_parts[:3])}{', ...' if len(fp32_parts) > 3 else ''})" if fp32_parts else ""))
 
-    def notice(line):  # warnings and where training resumed from: printed even with --quiet (rank 0 only)
+    def notice(line):  # warnings: printed even with --quiet (rank 0 only)
         if prog.enabled:
             prog.log(line)
         elif acc.is_main_process:
@@ -205,7 +209,8 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
         prog.log(f"[train] {len(unreached)} parameter tensors do not reach the loss ({', '.join(unreached[:4])}"
                  f"{', ...' if len(unreached) > 4 else ''}): tied with weight 0 so that DDP reduces them too")
     if ckpt is not None:
-        notice(f"[train] resumed from {ckpt}: " + "; ".join(restored))
+        # with --quiet too when a damaged checkpoint was skipped: say which one it fell back to
+        (notice if warnings else prog.log)(f"[train] resumed from {ckpt}: " + "; ".join(restored))
     elif resume == "auto":
         prog.log(f"[train] no complete checkpoint in {run_dir / 'checkpoints'}: fresh start at step 0")
 
