@@ -37,6 +37,9 @@ def disk_reason(e, path=None):
     torch.save reports a full disk as a RuntimeError ("unexpected pos", "file write failed") without an errno:
     that is called a full disk when the filesystem of `path` has (almost) no room left."""
     if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+        if e.errno in (errno.EACCES, errno.EPERM) and e.filename and path is not None and not _within(
+                e.filename, Path(path).parent):
+            return None  # a file that could not be *read* elsewhere (a source): not a failed write
         return DISK_ERRNOS[e.errno]
     if not isinstance(e, (OSError, RuntimeError)) and type(e).__name__ != "SafetensorError":
         return None
@@ -52,6 +55,13 @@ def disk_reason(e, path=None):
             pass
         return "write failed"
     return None
+
+
+def _within(name, folder):
+    try:
+        return os.path.commonpath([os.path.abspath(name), os.path.abspath(folder)]) == os.path.abspath(folder)
+    except (TypeError, ValueError):
+        return False
 
 
 def existing_parent(path):

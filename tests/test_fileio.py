@@ -63,3 +63,11 @@ def test_stale_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path
     removed = clean_stale_temporaries(tmp_path)
     assert sorted(removed) == sorted(names[:2])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+def test_permission_denied_reading_another_folder_is_not_called_a_failed_write(tmp_path):
+    from dsmctl.fileio import disk_errors
+
+    with pytest.raises(PermissionError):
+        with disk_errors(tmp_path / "out" / "x.npy"):
+            raise PermissionError(13, "Permission denied", "/somewhere/else/source.png")
