@@ -159,7 +159,8 @@ def _dtype_name(dtype):
 
 def check_state(path, state, model):
     """Refuse weights that do not fit `model` exactly, naming the tensor: missing or unexpected names, another
-    dtype (nothing is cast silently), another shape, NaN or inf values."""
+    dtype (float64 for a floating tensor is the one exception), another shape, NaN or inf values (also after
+    reading float64 at the model's precision)."""
     want = model.state_dict()
     missing = [k for k in want if k not in state]
     if missing:
@@ -173,13 +174,15 @@ def check_state(path, state, model):
         t = state[name]
         if not isinstance(t, torch.Tensor):
             raise CheckpointError(f"{path}: {name} is not a tensor")
-        if t.dtype != ref.dtype:
+        # The model's own dtype, or float64 for a floating tensor (a model saved in double precision, read at the
+        # model's precision); never integers, bools or narrower floats cast silently.
+        if t.dtype != ref.dtype and not (ref.is_floating_point() and t.dtype == torch.float64):
             raise CheckpointError(f"{path}: tensor {name} is {_dtype_name(t.dtype)}, expected "
-                                  f"{_dtype_name(ref.dtype)} (nothing is converted silently)")
+                                  f"{_dtype_name(ref.dtype)} (nothing else is converted silently)")
         if tuple(t.shape) != tuple(ref.shape):
             raise CheckpointError(f"{path}: tensor {name} has shape {list(t.shape)}, expected {list(ref.shape)}")
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            bad = int((~torch.isfinite(t)).sum())
+        if t.is_floating_point() and not torch.isfinite(t.to(ref.dtype)).all():
+            bad = int((~torch.isfinite(t.to(ref.dtype))).sum())
             raise CheckpointError(f"{path}: tensor {name} has {bad} non-finite values (NaN or inf); expected "
                                   f"finite weights")
 
