@@ -178,3 +178,21 @@ def test_stored_constant_equals_a_recomputation_from_the_exported_weights(finish
     assert norm["stderr"] == pytest.approx(se, rel=1e-3)
     other = load_model(out, weights="raw" if weights == "ema" else "ema")[1]["normalization"]["constant"]
     assert abs(other - norm["constant"]) > 1e-3  # 15 steps of EMA 0.9: different weights, different constant
+
+
+def test_latest_is_confined_to_the_checkpoints_directory(tmp_path):
+    """checkpoints/latest is data: a step-NNNNNNN name of a directory inside checkpoints/, never a path or a
+    symlink out of it."""
+    from dsmctl.nn.model_file import CheckpointError, latest_checkpoint
+
+    ck = tmp_path / "run" / "checkpoints"
+    (ck / "step-0000002").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (ck / "step-0000009").symlink_to(tmp_path / "elsewhere")
+    (ck / "latest").write_text("step-0000002\n")
+    assert latest_checkpoint(ck) == ck / "step-0000002"
+    for text, why in (("step-0000009", "link out of"), ("../elsewhere", "expected the name"),
+                      ("step-0000003", "not a checkpoint directory"), ("x" * 5000, "expected the name")):
+        (ck / "latest").write_text(text + "\n")
+        with pytest.raises(CheckpointError, match=why):
+            latest_checkpoint(ck)

@@ -144,3 +144,43 @@ def test_cli_prepare_verify_and_progress_lines(tmp_path, capsys, monkeypatch):
     del arr
     assert fx.run_cli(["prepare", "--verify", tmp_path / "o"], monkeypatch) == 1
     assert "train: MISMATCH" in capsys.readouterr().err
+
+
+def test_quick_check_sees_size_and_sampled_blocks_full_sees_every_byte(tmp_path):
+    """train --verify-data: quick = exact size + 64 sampled blocks (a change between them goes unseen, as
+    documented), full = every sha256."""
+    from dsmctl.data.cache import SAMPLE_BLOCK, SAMPLE_BLOCKS, check_prepared
+
+    x = np.random.default_rng(0).integers(0, 256, (80, 1, 256, 256), np.uint8)  # 5 MiB: sampled, not whole
+    np.save(tmp_path / "a.npy", x)
+    data.prepare(str(tmp_path / "a.npy"), tmp_path / "p")
+    f = tmp_path / "p" / "train.npy"
+    pristine = f.read_bytes()
+    check_prepared(tmp_path / "p", "quick")
+    check_prepared(tmp_path / "p", "full")
+    step = (len(pristine) - SAMPLE_BLOCK) / (SAMPLE_BLOCKS - 1)
+    unsampled = round(step) + SAMPLE_BLOCK + 10  # between the first two sampled blocks
+    assert unsampled < round(step * 2)
+    for offset, quick_sees in ((len(pristine) - 3, True), (unsampled, False)):
+        raw = bytearray(pristine)
+        raw[offset] ^= 1
+        f.write_bytes(bytes(raw))
+        if quick_sees:
+            with pytest.raises(DataError, match="train.npy.*sampled sha256"):
+                check_prepared(tmp_path / "p", "quick")
+        else:
+            check_prepared(tmp_path / "p", "quick")
+        with pytest.raises(DataError, match="train.npy.*sha256 differs"):
+            check_prepared(tmp_path / "p", "full")
+        check_prepared(tmp_path / "p", "skip")
+    f.write_bytes(pristine[:-1])
+    with pytest.raises(DataError, match="train.npy.*bytes, expected"):
+        check_prepared(tmp_path / "p", "quick")
+
+
+def test_data_error_mid_write_removes_the_partial_folder_and_the_lock(tmp_path):
+    x = np.zeros((40000, 1, 16, 16), np.float32)  # 5 chunks of 8192 rows; the NaN is in the last
+    x[-1, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match=r"items .*NaN or inf"):
+        writer.write_prepared(tmp_path / "p", {"train": x})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -20,7 +20,7 @@ NAN_INDEX = int(IndexSampler(N, BATCH, SEED).positions(2)[0])  # first drawn at 
 def nan_data(tmp_path_factory):
     rng = np.random.default_rng(0)
     train_x = (0.5 + 0.2 * rng.standard_normal((N, 1, 16, 16))).astype(np.float32)
-    train_x[NAN_INDEX] = np.nan
+    train_x[NAN_INDEX] = np.finfo(np.float32).max  # finite (NaN data is refused) but its energy overflows
     path = tmp_path_factory.mktemp("nan") / "nan.npz"
     np.savez(path, train=train_x, test=(0.5 + 0.2 * rng.standard_normal((20, 1, 16, 16))).astype(np.float32))
     return path

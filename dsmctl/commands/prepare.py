@@ -53,6 +53,10 @@ def prepare(
 
     progress = PrepareProgress(enabled=not quiet)
     try:
+        target = Path(source) if verify else out
+        note = data.recover(target) if target is not None else None  # a `prepare --force` killed mid-install
+        if note:
+            err.print(note, markup=False)
         if verify:
             ok, report = data.verify(source, progress=progress)
             progress.close()

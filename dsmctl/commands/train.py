@@ -17,6 +17,9 @@ def train(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter count, then exit."),
     shape: Optional[str] = typer.Option(None, help="With --dry-run: the example shape C,H,W (or D) to assume "
                                         "instead of opening the data, e.g. 3,64,64 before ImageNet64 is prepared."),
+    verify_data: str = typer.Option("quick", "--verify-data", help="Re-check a prepared data.source before training: "
+                                    "quick (file sizes + a sampled hash, reads <= 4 MiB per file) | full (the whole "
+                                    "sha256, as prepare --verify: reads every byte) | skip."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ):
@@ -31,8 +34,11 @@ def train(
     Exit codes: 0 done, 2 bad input, 3 too many non-finite steps, 130/143 stopped by SIGINT/SIGTERM
     after saving a checkpoint (continue with --resume auto). See docs/training.md.
     """
+    from ..data import VERIFY_MODES
     from ..recipe import load_recipe
 
+    if verify_data not in VERIFY_MODES:
+        raise UsageError(f"--verify-data {verify_data!r}: expected one of {', '.join(VERIFY_MODES)}")
     r = load_recipe(recipe, set_)
     run_dir = out or Path("runs") / f"{recipe.stem}-{r.hash()}"
     if dry_run:
@@ -55,7 +61,8 @@ def train(
     check_writable(run_dir, "--out" if out else "run directory")
     from ..engine.trainer import train as run_training
 
-    summary = run_training(r, run_dir, resume=resume, command=" ".join(["dsmctl"] + sys.argv[1:]), progress=not quiet)
+    summary = run_training(r, run_dir, resume=resume, command=" ".join(["dsmctl"] + sys.argv[1:]), progress=not quiet,
+                           verify_data=verify_data)
     if "stopped" in summary:  # SIGTERM/SIGINT: checkpoint saved at a step boundary (docs/training.md)
         if as_json and summary.get("rank", 0) == 0:
             emit_json(summary)

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 from .arrays import ArrayData
-from .cache import DataError, array_sha256, is_prepared, load_split, read_manifest, verify
+from .cache import VERIFY_MODES, DataError, array_sha256, check_prepared, is_prepared, load_split, read_manifest, verify
 from . import sources
-from .writer import write_prepared, write_splits
+from .writer import recover, write_prepared, write_splits
 
 
 def prepare(source, out, force=False, progress=None, **options):

@@ -131,6 +131,7 @@ class RangeReader:
         self.reader, self.begin = reader, begin
         self.n = end - begin
         self.shape, self.dtype, self.has_labels = reader.shape, reader.dtype, reader.has_labels
+        self.where = getattr(reader, "where", "source")
 
     def read(self, start, stop):
         return self.reader.read(self.begin + start, self.begin + stop)
@@ -157,10 +158,29 @@ class ConcatReader:
         return np.concatenate(xs), (np.concatenate(ys) if self.has_labels else None)
 
 
+def check_reader(reader, where):
+    """Refuse a split with no examples, or examples with a zero-sized dimension (nothing to learn from)."""
+    if reader.n == 0:
+        raise DataError(f"{where}: no images (0 items); expected at least one example")
+    shape = tuple(reader.shape)
+    if not shape or any(d == 0 for d in shape):
+        raise DataError(f"{where}: examples of shape {shape} hold 0 values (a zero-sized dimension); expected "
+                        f"C x H x W images or D-vectors with every size at least 1")
+
+
+def check_finite(x, where):
+    """Refuse NaN or inf in float data (uint8 pixels are always finite)."""
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int(x.size - np.isfinite(x).sum())
+        raise DataError(f"{where}: {bad:,} values are NaN or inf; expected finite pixel values")
+
+
 def read_all(reader, limit_bytes=4 << 30, where="source"):
     """The whole split in memory (small sources used without `dsmctl prepare`)."""
     nbytes = reader.n * int(np.prod(reader.shape)) * np.dtype(reader.dtype).itemsize
     if nbytes > limit_bytes:
         raise DataError(f"{where}: {nbytes / 2**30:.1f} GiB is too large to load in memory; prepare it first: "
                         f"dsmctl prepare {where} --out data/NAME, then use data/NAME as data.source")
-    return reader.read(0, reader.n)
+    x, y = reader.read(0, reader.n)
+    check_finite(x, getattr(reader, "where", where))
+    return x, y

@@ -10,6 +10,8 @@ Source specs (`dsmctl prepare SOURCE`; a prefix forces the kind, otherwise it is
 Arrays are N x C x H x W uint8 (8-bit images) or float32 (continuous; N x D vectors allowed).
 """
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,7 +22,7 @@ import torch
 from ..nn import densities
 from . import hf, imagenet_org, torchvision_raw
 from .cache import DataError
-from .readers import ArrayReader, RangeReader, Transform, read_all
+from .readers import ArrayReader, RangeReader, Transform, check_reader, read_all
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".yaml", ".yml", ".xml", ".html"}
@@ -101,8 +103,10 @@ def arrays(path, layout="auto", transform=Transform()):
                     raise DataError(f"{path}: arrays {keys}; expected arrays named train/validation/test, or a single array")
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{path}: not a readable {path.suffix} array file ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        damaged = " (damaged or truncated)" if isinstance(e, (zipfile.BadZipFile, zlib.error, EOFError)) else ""
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: not a readable {path.suffix} array file{damaged} ({why})") from None
     readers = {}
     for k, v in raw.items():
         where = f"{path}[{k}]"
@@ -130,6 +134,9 @@ class ImageFiles:
                 return self.transform.pil(im, str(f))
         except UnidentifiedImageError:
             raise DataError(f"{f}: not a readable image (unknown image format)") from None
+        except Image.DecompressionBombError as e:
+            raise DataError(f"{f}: refused, too many pixels for an image ({str(e).split(', could')[0]}; "
+                            f"a decompression bomb?)") from None
         except (OSError, ValueError) as e:
             raise DataError(f"{f}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
@@ -268,6 +275,8 @@ def open_source(source, synthetic_spec=None, grayscale=False, size=None, fit="re
         info = {**info, "variant": hf.KNOWN.get(variant, {}).get("variant", variant),
                 "warnings": info.get("warnings", []) + hf.size_warnings(variant, readers)}
     readers = _holdout_and_limit(readers, holdout, limit, source)
+    for name, reader in readers.items():
+        check_reader(reader, getattr(reader, "where", f"{source}:{name}"))
     options = {"grayscale": grayscale, "size": size, "fit": fit if size else None, "holdout": holdout,
                "layout": layout, "splits": list(splits) if splits else None, "limit": limit, "config": config,
                "revision": revision, "image_column": image_column, "label_column": label_column,

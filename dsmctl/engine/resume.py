@@ -5,7 +5,8 @@ collective: RNG states are gathered from every process, rank 0 writes, everyone 
 """
 from pathlib import Path
 
-from ..nn.model_file import CheckpointError, read_meta
+from ..fileio import WriteError
+from ..nn.model_file import CheckpointError, check_state, read_meta
 from . import rng_state, train_state
 from .errors import TrainError
 
@@ -62,6 +63,9 @@ def load_state(acc, ckpt, model, optimizer, recipe, n_train):
     changed = compare_recipes(ckpt, meta.get("recipe", {}), recipe.to_dict())
     loaded = train_state.load_checkpoint(ckpt)
     state = loaded["state"]
+    check_state(Path(ckpt) / train_state.MODEL_FILE, loaded["weights"], model)
+    if loaded["ema_weights"] is not None:
+        check_state(Path(ckpt) / train_state.EMA_FILE, loaded["ema_weights"], model)
     try:
         model.load_state_dict(loaded["weights"])
         optimizer.load_state_dict(state["optimizer"])
@@ -115,6 +119,8 @@ def save(acc, run_dir, step, model, optimizer, ema, skipped, window, recipe, met
         try:
             train_state.save_checkpoint(run_dir, step, net.state_dict(), ema.state_dict(net) if ema else None,
                                         state, meta, t.keep_last, t.keep_log, t.ckpt_every)
+        except WriteError:
+            raise
         except OSError as e:
             raise TrainError(f"{path}: could not write the checkpoint ({e})") from None
     acc.wait_for_everyone()

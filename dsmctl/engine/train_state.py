@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..nn.model_file import EMA_FILE, MODEL_FILE, CheckpointError, save_state
-from ..fileio import fsync_dir, write_text
+from ..fileio import WriteError, clean_stale_temporaries, disk_errors, fsync_dir, write_text
 
 STATE_FILE = "state.pt"
 MANIFEST = "manifest.json"
@@ -38,11 +38,14 @@ def init_run_dir(run_dir, recipe, command):
     """Create (or reopen) a run directory: resolved recipe, command history, package versions."""
     run_dir = Path(run_dir)
     ckdir = run_dir / "checkpoints"
-    ckdir.mkdir(parents=True, exist_ok=True)
+    with disk_errors(ckdir):
+        ckdir.mkdir(parents=True, exist_ok=True)
     for stale in ckdir.glob(".step-*.tmp"):  # left by a run killed while saving
         shutil.rmtree(stale, ignore_errors=True)
+    clean_stale_temporaries(run_dir)  # .model.safetensors.tmp-PID..., left by a kill during export
+    clean_stale_temporaries(ckdir)  # .latest.tmp-PID, left by a kill while `latest` moved
     write_text(run_dir / "recipe.yaml", recipe.to_yaml())
-    with open(run_dir / "command.txt", "a") as f:  # one line per invocation (fresh start or resume)
+    with disk_errors(run_dir / "command.txt"), open(run_dir / "command.txt", "a") as f:  # one line per run
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}  {command or ' '.join(sys.argv)}\n")
     versions = {"python": platform.python_version(), "platform": platform.platform()}
     from importlib.metadata import PackageNotFoundError, version
@@ -65,28 +68,45 @@ def sha256(path):
 
 
 def save_checkpoint(run_dir, step, weights, ema_weights, state, meta, keep_last, keep_log, ckpt_every):
-    """Write checkpoints/step-NNNNNNN atomically, move `latest`, apply retention; returns its path."""
+    """Write checkpoints/step-NNNNNNN atomically, move `latest`, apply retention; returns its path.
+
+    A write that fails (full disk, read-only place; safetensors and torch.save report those as their own
+    errors) removes the partial checkpoint and raises WriteError: the previous checkpoint and `latest` are
+    untouched, so the run resumes from there once there is room."""
     ckdir = Path(run_dir) / "checkpoints"
     name = f"step-{step:07d}"
     tmp = ckdir / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_state(tmp / MODEL_FILE, weights, {**meta, "step": step, "weights": "raw"})
-    if ema_weights is not None:
-        save_state(tmp / EMA_FILE, ema_weights, {**meta, "step": step, "weights": "ema", "ema": state["ema"]})
-    with open(tmp / STATE_FILE, "wb") as f:
-        torch.save({"format": FORMAT, **state, "step": step}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in sorted(tmp.iterdir())}
-    write_text(tmp / MANIFEST, json.dumps({"format": FORMAT, "step": step, "files": files}, indent=2) + "\n")
-    fsync_dir(tmp)
     final = ckdir / name
+    note = "(the previous checkpoint is intact)"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with disk_errors(final, note):
+            tmp.mkdir(parents=True)
+            save_state(tmp / MODEL_FILE, weights, {**meta, "step": step, "weights": "raw"})
+            if ema_weights is not None:
+                save_state(tmp / EMA_FILE, ema_weights, {**meta, "step": step, "weights": "ema", "ema": state["ema"]})
+            with open(tmp / STATE_FILE, "wb") as f:
+                torch.save({"format": FORMAT, **state, "step": step}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in sorted(tmp.iterdir())}
+            write_text(tmp / MANIFEST, json.dumps({"format": FORMAT, "step": step, "files": files}, indent=2) + "\n")
+            fsync_dir(tmp)
+    except WriteError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(f"{e.reason} writing {final} {note}", e.reason) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # same step written again (e.g. resumed and stopped at once): replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_dir(ckdir)
-    write_text(ckdir / "latest", name + "\n")
+    try:
+        write_text(ckdir / "latest", name + "\n")
+    except WriteError as e:  # no room even for the pointer: take the new checkpoint back out
+        shutil.rmtree(final, ignore_errors=True)
+        raise WriteError(f"{e.reason} writing {ckdir / 'latest'} {note}", e.reason) from None
     fsync_dir(ckdir)
     apply_retention(ckdir, keep_last, keep_log, ckpt_every)
     return final
@@ -123,18 +143,28 @@ def verify(ckpt):
     if not (ckpt / MANIFEST).is_file():
         raise CheckpointError(f"{ckpt}: not a complete training checkpoint (no {MANIFEST}; "
                               f"expected {MODEL_FILE}, {STATE_FILE} and {MANIFEST})")
+    where = ckpt / MANIFEST
     try:
-        manifest = json.loads((ckpt / MANIFEST).read_text())
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError):
-        raise CheckpointError(f"{ckpt}/{MANIFEST}: unreadable manifest") from None
+        manifest = json.loads(where.read_text())
+    except (OSError, ValueError, RecursionError):
+        raise CheckpointError(f"{where}: unreadable manifest (not valid JSON)") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{where}: 'files' is {type(files).__name__}; expected an object "
+                              f"{{file name: {{bytes, sha256}}}}")
     for required in (MODEL_FILE, STATE_FILE):
         if required not in files:
-            raise CheckpointError(f"{ckpt}: manifest lists no {required}")
+            raise CheckpointError(f"{where}: lists no {required}")
     for name, info in files.items():
+        if not isinstance(name, str) or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise CheckpointError(f"{where}: file name {name!r} is not a plain name in {ckpt}")
+        if (not isinstance(info, dict) or not isinstance(info.get("bytes"), int) or isinstance(info["bytes"], bool)
+                or not isinstance(info.get("sha256"), str)):
+            raise CheckpointError(f"{where}: entry {name!r} is {json.dumps(info)[:60]}; expected "
+                                  f"{{\"bytes\": integer, \"sha256\": hex string}}")
         path = ckpt / name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing (listed in {MANIFEST})")
+        if path.is_symlink() or not path.is_file():
+            raise CheckpointError(f"{path}: missing or not a plain file (listed in {MANIFEST})")
         size = path.stat().st_size
         if size != info["bytes"]:
             raise CheckpointError(f"{path}: {size} bytes, expected {info['bytes']} (truncated or overwritten)")

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import data as data_mod
+from ..fileio import disk_errors
 from ..nn.model_file import RAW_FILE, save_model
 from ..nn.build import build_model, count_parameters
 from .objectives import sample_t
@@ -119,8 +121,11 @@ def model_meta(recipe, train_data):
             "data": data_mod.training_data_info(recipe.data, train_data)}
 
 
-def train(recipe, run_dir, resume="auto", command=None, progress=True):
+def train(recipe, run_dir, resume="auto", command=None, progress=True, verify_data="quick"):
     """Train `recipe` into `run_dir`; returns a summary dict (also written to run_dir/summary.json).
+
+    verify_data: how a prepared data.source is re-checked against its manifest first (data.check_prepared):
+    quick | full | skip. Nothing is written before it passes.
 
     A stop signal ends the run early with a checkpoint; the summary then has "stopped" with the exit code.
     A run that fails before its first step (bad data, out of memory, a refused checkpoint) leaves no run
@@ -130,7 +135,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
     fresh = not run_dir.exists() and not run_dir.is_symlink()
     stepped = {"done": False}
     try:
-        return _train(recipe, run_dir, resume, command, progress, stepped)
+        return _train(recipe, run_dir, resume, command, progress, stepped, verify_data)
     except BaseException as e:
         if fresh and not stepped["done"] and not isinstance(e, DivergedError) \
                 and int(os.environ.get("RANK", "0")) == 0:
@@ -138,7 +143,7 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True):
         raise
 
 
-def _train(recipe, run_dir, resume, command, progress, stepped):
+def _train(recipe, run_dir, resume, command, progress, stepped, verify_data):
     check_world(recipe, int(os.environ.get("WORLD_SIZE", "1")))  # before any process group is formed
     if recipe.train.tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
         raise TrainError("train.tensorboard: true needs the tensorboard package (pip install tensorboard)")
@@ -149,6 +154,7 @@ def _train(recipe, run_dir, resume, command, progress, stepped):
     b = B // world
     set_fp32_precision(recipe.train.precision == "tf32")
 
+    data_mod.check_prepared(recipe.data.source, verify_data)  # the fingerprint a model records must be true
     train_data = open_train_data(recipe)
     shape = train_data.shape
     check_memory(recipe, shape, world, acc.device)  # before anything is built: refuse sizes that cannot fit
@@ -205,22 +211,34 @@ def _train(recipe, run_dir, resume, command, progress, stepped):
              f"({world} process{'es' if world > 1 else ''} x {b}), device {acc.device}, {recipe.train.precision}, "
              f"random horizontal flips {'on' if recipe.data.hflip else 'off'}"
              + (f" (fp32: {', '.join(fp32_parts[:3])}{', ...' if len(fp32_parts) > 3 else ''})" if fp32_parts else ""))
-    for line in [*warnings, *([base_note] if base_note else [])]:
-        prog.log(line)
+
+    def notice(line):  # warnings: printed even with --quiet (rank 0 only)
+        if prog.enabled:
+            prog.log(line)
+        elif acc.is_main_process:
+            print(line, file=sys.stderr, flush=True)
+
+    for line in warnings:
+        notice(line)
+    if base_note:
+        prog.log(base_note)
     if unreached:
         prog.log(f"[train] {len(unreached)} parameter tensors do not reach the loss ({', '.join(unreached[:4])}"
                  f"{', ...' if len(unreached) > 4 else ''}): tied with weight 0 so that DDP reduces them too")
     if ckpt is not None:
-        prog.log(f"[train] resumed from {ckpt}: " + "; ".join(restored))
+        # with --quiet too when a damaged checkpoint was skipped: say which one it fell back to
+        (notice if warnings else prog.log)(f"[train] resumed from {ckpt}: " + "; ".join(restored))
     elif resume == "auto":
         prog.log(f"[train] no complete checkpoint in {run_dir / 'checkpoints'}: fresh start at step 0")
 
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if acc.is_main_process else None
+    with disk_errors(run_dir / "metrics.jsonl"):
+        metrics_file = open(run_dir / "metrics.jsonl", "a") if acc.is_main_process else None
 
     def record(m):
         if metrics_file:
-            metrics_file.write(json.dumps(m) + "\n")
-            metrics_file.flush()
+            with disk_errors(run_dir / "metrics.jsonl", "(checkpoints are intact; resume with --resume auto)"):
+                metrics_file.write(json.dumps(m) + "\n")
+                metrics_file.flush()
         if recipe.train.tensorboard and "loss" in m:
             acc.log({k: v for k, v in m.items() if k != "step" and v is not None}, step=m["step"])
 
@@ -322,6 +340,11 @@ def compute_constant(acc, model, recipe, prog=None, weights="raw"):
     if ev.n_images:
         data = data.subset(np.arange(min(ev.n_images, len(data))))
     c, se = normalization_constant(acc, model, data, ev.t_max, ev.anchor, ev.batch_size, ev.seed)
+    if not np.isfinite(c):  # a model file never stores a non-finite constant (model_file.check_meta refuses it)
+        if prog:
+            prog.log(f"[train] warning: the normalization constant ({weights} weights) came out {c}; none is stored "
+                     f"(eval-nll computes it afresh)")
+        return None
     if prog:
         prog.log(f"[train] normalization constant ({weights} weights) c = {c:.6g} +- {se:.2g} nats (anchor "
                  f"{ev.anchor}, t_max {ev.t_max:g}, {len(data)} images of {data.name})")

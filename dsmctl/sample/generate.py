@@ -20,7 +20,7 @@ from .. import units
 from . import files as sample_files
 from ..nn.model_file import load_model, resolve_model_path
 from ..nll.evaluate import pick_device
-from ..fileio import write_json
+from ..fileio import clean_stale_temporaries, write_json
 from .samplers import SamplerConfig, sample
 
 
@@ -122,6 +122,8 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
     my_seeds = seeds[rank::world]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:  # temporaries of a killed earlier run (.samples.npz.tmp-PID.npz, ...), their PID gone
+        clean_stale_temporaries(out_dir)
     image = sample_files.is_image_shape(shape)
     norm = meta.get("normalization")
     t_eval = meta["recipe"]["eval"]["t"]
