@@ -1,8 +1,3 @@
-"""PENDING, not collected by pytest (the file name does not start with test_): the replay of the hardening issue's
-145 cases, written before the fixes. Most cases FAIL on the current code by design. Move it to
-tests/test_hostile.py as the fixes land (names it expects: `dsmctl --debug`, DSMCTL_DEBUG=1, exit 1 for
-internal errors, `train --verify-data quick|full|skip`).
-"""
 """Issue 13 replayed: every bad input gets one line and exit 2; full disks and hostile files lose nothing.
 
 Every case runs the command line as a user would (in this process through `python -m dsmctl`'s own
