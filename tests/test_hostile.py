@@ -538,6 +538,7 @@ def test_train_on_degenerate_raw_arrays_writes_nothing(name, array, box):
 
 # ================================================================ options
 
+# A negative --seed is a valid noise seed (eval.seed: any integer, docs/recipes.md); a non-integer is not.
 EVAL_CASES = [
     (["--t", "nan"], "--t"), (["--t=-1"], "--t"), (["--t", "inf"], "--t"),
     (["--psnr", "nan"], "--psnr"), (["--psnr=-inf"], "--psnr"), (["--psnr", "inf"], "--psnr"),
@@ -546,7 +547,7 @@ EVAL_CASES = [
     (["--n-images", "0"], "--n-images"), (["--n-images=-1"], "--n-images"),
     (["--batch-size", "0"], "--batch-size"), (["--batch-size=-3"], "--batch-size"),
     (["--n-images", "abc"], "--n-images"), (["--bogus"], "--bogus"),
-    (["--seed=-1"], "--seed"), (["--rtol", "nan"], "--rtol"), (["--draws", "0"], "--draws"),
+    (["--seed", "1.5"], "--seed"), (["--rtol", "nan"], "--rtol"), (["--draws", "0"], "--draws"),
     (["--device", "tpu"], "tpu"), (["--device", "cuda:x"], "cuda:x"),
     (["--weights", "best"], "--weights"), (["--estimator", "magic"], "--estimator"),
 ]
