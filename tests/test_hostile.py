@@ -406,25 +406,27 @@ def test_non_finite_weights_are_refused_naming_the_tensor(box, model):
     box.bad("eval-nll", bad, "--n-images", "4", needles=[name["k"], "finite"])
 
 
-@pytest.mark.parametrize("files", [["model.safetensors", "state.pt"], {"model.safetensors": 5, "state.pt": 7},
-                                   {"model.safetensors": {"bytes": "x", "sha256": 1}}, "abc"])
-def test_resume_path_with_a_malformed_manifest(files, box, run, data):
-    r = copy(run, box.path / "r")
+def run_with_manifest_files(run, dst, files):
+    """A copy of `run` whose step-0000004 checkpoint manifest has `files` replaced."""
+    r = copy(run, dst)
     m = r / "checkpoints" / "step-0000004" / "manifest.json"
     doc = json.loads(m.read_text())
     doc["files"] = files
     m.write_text(json.dumps(doc))
+    return r
+
+
+@pytest.mark.parametrize("files", [["model.safetensors", "state.pt"], {"model.safetensors": 5, "state.pt": 7},
+                                   {"model.safetensors": {"bytes": "x", "sha256": 1}}, "abc"])
+def test_resume_path_with_a_malformed_manifest(files, box, run, data):
+    r = run_with_manifest_files(run, box.path / "r", files)
     box.bad(*train_args(data, r, "--resume", r / "checkpoints" / "step-0000004"), needles=["manifest.json"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("files", [["model.safetensors", "state.pt"], {"model.safetensors": 5, "state.pt": 7}])
 def test_resume_auto_skips_a_malformed_manifest_with_a_warning(files, box, run, data):
-    r = copy(run, box.path / "r")
-    m = r / "checkpoints" / "step-0000004" / "manifest.json"
-    doc = json.loads(m.read_text())
-    doc["files"] = files
-    m.write_text(json.dumps(doc))
+    r = run_with_manifest_files(run, box.path / "r", files)
     res = box.cli(*train_args(data, r, "--set", "train.steps=6"))
     assert res.code == 0, res.err
     assert "skipping damaged checkpoint" in res.err and "manifest.json" in res.err and "Traceback" not in res.err
