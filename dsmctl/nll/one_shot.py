@@ -15,10 +15,10 @@ def estimate(model, data, request):
     return Estimate(res, idx, nll, time.time() - t0, protocol(res))
 
 
-def baseline(density, data, request, device=None):
+def baseline(density, data, request, device=None, return_per_image=False):
     """The same protocol on a closed-form density (exact, no constant): the Gaussian baseline, the truth."""
     return one_shot_nll(density, data, t=request.t, t_max=request.t_max, anchor="exact", batch_size=request.batch_size,
-                        seed=request.seed, device=device, constant=(0.0, 0.0))
+                        seed=request.seed, device=device, constant=(0.0, 0.0), return_per_image=return_per_image)
 
 
 def protocol(r):

@@ -34,6 +34,11 @@ def summary_lines(res, ckpt):
             label = b.get("name", "true density (closed form)")
             out.append((f"  {key}: {b['bits_per_dim']:.4f} bits/dim ({b['nats_per_dim']:.4f} nats/dim)  {label}; "
                         f"model − {key} = {n['bits_per_dim'] - b['bits_per_dim']:+.4f} bits/dim", None))
+    if "vs_truth" in res:
+        v = res["vs_truth"]
+        out.append((f"  per image against the truth: model − truth {v['mean_nats_per_dim']:+.4f} ± {v['stderr']:.4f} "
+                    f"nats/dim (RMS {v['rms_nats_per_dim']:.4f}), correlation {v['correlation']:.4f} over "
+                    f"{v['n_images']} images", None))
     if "consistency" in res:
         c = res["consistency"]
         worst = max(c["rows"], key=lambda r: abs(r["t_residual"]))
