@@ -144,6 +144,12 @@ def test_resume_never_refuses_to_overwrite_and_recipe_changes_are_checked(finish
         train(tiny_recipe(), out, resume="never", progress=False)
     with pytest.raises(CheckpointError, match="train.seed"):
         train(tiny_recipe("train.seed=5"), out, resume="auto", progress=False)
+    # the objective is part of the run: a changed noise range or loss is refused, not silently continued
+    for change, key in (("noise.t_min=1e-6", "noise.t_min"), ("loss.consistency_weight=0.5", "loss.consistency_weight")):
+        before = sorted(p.name for p in (out / "checkpoints").iterdir())
+        with pytest.raises(CheckpointError, match=key):
+            train(tiny_recipe(change), out, resume="auto", progress=False)
+        assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
 
 
 def test_ema_warmup_and_export(finished_run):

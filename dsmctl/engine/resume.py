@@ -10,9 +10,10 @@ from ..nn.model_file import CheckpointError, check_state, read_meta
 from . import rng_state, train_state
 from .errors import TrainError
 
-# A resumed run must match its checkpoint on these (weights, data order and noise depend on them);
+# A resumed run must match its checkpoint on these (weights, data order and noise depend on them; the noise
+# range and the loss define the objective, so changing them makes a different run, not a continued one);
 # anything else (steps, learning rate, logging, EMA on/off, precision) may change, with a warning.
-STRICT = ("model.", "data.", "train.batch_size", "train.seed")
+STRICT = ("model.", "data.", "noise.", "loss.", "train.batch_size", "train.seed")
 
 
 def pick_checkpoint(acc, run_dir, resume):
