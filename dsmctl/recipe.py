@@ -39,6 +39,7 @@ class Model:
     layers_per_block: int = 3
     embedding: str = "paper"  # paper (raw t, as published) | logt
     base: str = "none"  # none (the paper) | gaussian: add the energy of a Gaussian fitted to the training data
+    time_offset: str = "none"  # none (the paper) | learned: add a learned y-independent g(t) (nn/energy.TimeOffset)
     radial_components: int = 2
     radial_hidden: int = 256
     radial_depth: int = 4
@@ -120,6 +121,7 @@ CHOICES = {
     "model.kind": ("energy", "denoiser", "radial"),
     "model.embedding": ("paper", "logt"),
     "model.base": ("none", "gaussian"),
+    "model.time_offset": ("none", "learned"),
     "loss.mode": ("dual", "single"),
     "optim.schedule": ("halving", "onecycle", "cosine", "constant"),
     "train.precision": ("fp32", "tf32", "bf16"),
@@ -181,6 +183,10 @@ def _check_values(r, where):
     need(r.model.radial_depth >= 0, "model.radial_depth", "a non-negative number of layers", r.model.radial_depth)
     need(r.model.kind == "energy" or r.model.base == "none", "model.base",
          f"none for model.kind {r.model.kind} (the Gaussian base is added to an energy UNet)", r.model.base)
+    need(r.model.kind == "energy" or r.model.time_offset == "none", "model.time_offset",
+         f"none for model.kind {r.model.kind} (the learned g(t) is added to an energy UNet)", r.model.time_offset)
+    need(r.model.time_offset == "none" or r.loss.mode == "dual", "model.time_offset",
+         "none with loss.mode single (only the time term trains g(t))", r.model.time_offset)
     need(r.model.kind != "denoiser" or r.loss.mode == "single", "loss.mode",
          "single for model.kind denoiser (a score network has no time derivative to train)", r.loss.mode)
     need(r.optim.schedule != "onecycle" or r.optim.warmup_steps == 0, "optim.warmup_steps",

@@ -136,7 +136,7 @@ def test_recipe_numbers_are_bounded(tmp_path):
 
 CONFIGS = [dict(), dict(widths=(4, 8, 16), layers_per_block=3), dict(kind="denoiser", loss_mode="single"),
            dict(base="gaussian"), dict(layers_per_block=4, mid_width=5), dict(kind="radial"),
-           dict(kind="radial", radial_depth=0)]
+           dict(kind="radial", radial_depth=0), dict(time_offset="learned"), dict(base="gaussian", time_offset="learned")]
 
 
 @pytest.mark.parametrize("change", CONFIGS, ids=[str(c) for c in CONFIGS])

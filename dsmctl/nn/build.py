@@ -3,7 +3,7 @@ import math
 
 from torch import nn
 
-from .energy import DenoiserModel, EnergyModel, GaussianBase
+from .energy import DenoiserModel, EnergyModel, GaussianBase, TimeOffset
 from .radial import RadialEnergy
 from .unet import UNet
 
@@ -43,10 +43,11 @@ def build_model(cfg, shape):
     net = UNet(shape[0], cfg["widths"], cfg["mid_width"], cfg["layers_per_block"], cfg["embedding"])
     if cfg["kind"] == "denoiser":
         return DenoiserModel(net)
+    offset = TimeOffset(math.prod(shape)) if cfg.get("time_offset", "none") == "learned" else None
     if cfg.get("base", "none") == "gaussian":
         nn.init.zeros_(net.out.weight)  # start from the Gaussian itself
-        return EnergyModel(net, GaussianBase(shape))
-    return EnergyModel(net)
+        return EnergyModel(net, GaussianBase(shape), offset)
+    return EnergyModel(net, offset=offset)
 
 
 def count_parameters(model):

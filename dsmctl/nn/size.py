@@ -48,5 +48,10 @@ def model_size(cfg, shape):
     acts += gain_channels
     if cfg["kind"] == "energy" and cfg.get("base", "none") == "gaussian":
         acts += 1  # the Gaussian base's energy
+    if cfg["kind"] == "energy" and cfg.get("time_offset", "none") == "learned":
+        from .energy import TimeOffset
+
+        params += TimeOffset(1).coef.numel()  # one coefficient per knot
+        acts += 1  # g(t)
     return params, acts
 
