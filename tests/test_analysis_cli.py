@@ -205,6 +205,7 @@ def test_generalize_trains_once_and_reuses(tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert [row["n"] for row in doc["rows"]] == [5]
+    assert "1/2 models trained" in r.output and "min left" in r.output and "2/2 models trained" in r.output  # ETA
     row = doc["rows"][0]
     assert row["subsets"] == ["first:5", "last:5"] and row["subset_A"]["n_images"] == 5
     assert row["test"]["n_images"] == 10
@@ -232,7 +233,7 @@ def test_generalize_trains_once_and_reuses(tmp_path):
         assert (out / name).is_file()
     stamp = (out / "N5-a" / "model.safetensors").stat().st_mtime_ns
     r = invoke(*args)
-    assert r.exit_code == 0 and "reusing" in r.output
+    assert r.exit_code == 0 and "reusing" in r.output and "models trained" not in r.output
     assert (out / "N5-a" / "model.safetensors").stat().st_mtime_ns == stamp
     # The same directory with another recipe is refused rather than silently mixed.
     r = invoke("generalize", recipe, "--n", "5", "--out", out, "--steps", "3", "-q")

@@ -13,6 +13,7 @@ is reused, an unfinished one resumes from its latest checkpoint.
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,9 +132,24 @@ def run(recipe, ns, out, split="first-last", n_eval=500, threshold=DEFAULT_THRES
     # Default: the lowest trained noise level. Below it the network extrapolates (with the logt embedding, t = 0
     # is read as t = 1e-9, three decades below a t_min of 1e-6), which blurs memorization; see docs/analyses.md.
     t = recipe.noise.t_min if t is None else t
+    pending = sum(not (out / f"N{n}-{side}" / MODEL_FILE).is_file() for n in ns for side in "ab")
+    trained, spent = 0, 0.0
+
+    def train_one(spec, run_dir):  # train_side, plus the whole protocol's ETA from the models trained so far
+        nonlocal trained, spent
+        fresh = not (run_dir / MODEL_FILE).is_file()
+        t0 = time.time()
+        file = train_side(recipe, spec, run_dir, progress, log)
+        if fresh:
+            trained, spent = trained + 1, spent + time.time() - t0
+            left = pending - trained
+            log(f"[generalize] {trained}/{pending} models trained ({spent / trained / 60:.1f} min each)"
+                + (f"; about {left * spent / trained / 60:.0f} min left" if left else ""))
+        return file
+
     for n in sorted(ns):
         specs = subset_specs(n, split)
-        files = [train_side(recipe, spec, out / f"N{n}-{side}", progress, log) for spec, side in zip(specs, "ab")]
+        files = [train_one(spec, out / f"N{n}-{side}") for spec, side in zip(specs, "ab")]
         sets = eval_sets(d.source, d.train_split, d.eval_split, specs, d.synthetic, n_eval)
         row, pi = evaluate_pair(*files, sets, n, threshold, batch_size, recipe.eval.seed, device, t)
         row["subsets"] = list(specs)
