@@ -90,6 +90,19 @@ def test_eval_nll_estimators_and_outputs(tiny_run, tmp_path):
     assert [float(r["log_p_db_per_dim"]) for r in rows] == pytest.approx(ref.log_p_db(energies, d).tolist(), rel=1e-9)
     assert doc["nll"]["bits_per_dim"] == pytest.approx((energies.mean() / (d * ref.LN2) + 8).item(), rel=1e-9)
     assert doc["nll"]["nfe_mean"] == pytest.approx(sum(float(r["nfe"]) for r in rows) / 4)
+    # A shard (--start 2 --n-images 2) reproduces rows 2 and 3 of the full run: indices, probes and steps are the
+    # split's, so shards run as separate processes concatenate into the full run's per-image file.
+    shard = tmp_path / "shard.csv"
+    r = invoke("eval-nll", tiny_run, "--estimator", "pf-ode", "--start", "2", "--n-images", "2", "--rtol", "1e-3",
+               "--atol", "1e-3", "--per-image", shard, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["start"] == 2
+    shard_rows = list(csv.DictReader(open(shard)))
+    assert [int(r["index"]) for r in shard_rows] == [2, 3]
+    assert [float(r["energy"]) for r in shard_rows] == pytest.approx(energies[2:].tolist(), rel=1e-5)
+    r = invoke("eval-nll", tiny_run, "--start", "500")  # past the end: a RequestError (one line, exit 2 in main())
+    assert type(r.exception).__name__ == "RequestError" and "--start 500" in str(r.exception)
+    assert "has only 500 images" in str(r.exception)
     assert (tmp_path / "figs" / "log_p_histogram.png").stat().st_size > 1000
     assert (tmp_path / "figs" / "log_p_strip.png").stat().st_size > 1000
 

@@ -15,7 +15,9 @@ def eval_nll(
     psnr: Optional[float] = typer.Option(None, help="Noise level as PSNR in dB (instead of --t)."),
     t_max: Optional[float] = typer.Option(None, help="Where the constant is fixed (default: recipe, 1e3)."),
     anchor: Optional[str] = typer.Option(None, help="paper | gaussian (default: recipe)."),
-    n_images: Optional[int] = typer.Option(None, help="Evaluate the first N images only."),
+    n_images: Optional[int] = typer.Option(None, help="Evaluate the first N images only (from --start)."),
+    start: int = typer.Option(0, help="Skip the first START images: shards of a slow estimator (pf-ode) run as "
+                              "separate processes; dataset indices, noise and probes are those of the full run."),
     batch_size: Optional[int] = typer.Option(None),
     seed: Optional[int] = typer.Option(None, help="Noise seed (noise is keyed by dataset index)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
@@ -48,6 +50,7 @@ def eval_nll(
       dsmctl eval-nll run --psnr 30 --per-image logp.csv
       dsmctl eval-nll run --estimator dequantized --draws 8
       dsmctl eval-nll run --estimator pf-ode --probes 1 --rtol 1e-5 --n-images 200
+      dsmctl eval-nll run --estimator pf-ode --start 200 --n-images 200 --per-image shard2.csv
       dsmctl eval-nll run --consistency
       dsmctl eval-nll run --denoising-curve --denoiser runs/den --plots figs/
     """
@@ -56,7 +59,7 @@ def eval_nll(
     from ..nll.request import EvalRequest
 
     request = EvalRequest(
-        ckpt, source=data, split=split, t=t, psnr=psnr, t_max=t_max, anchor=anchor, n_images=n_images,
+        ckpt, source=data, split=split, t=t, psnr=psnr, t_max=t_max, anchor=anchor, n_images=n_images, start=start,
         batch_size=batch_size, seed=seed, device=device, weights=weights, stored_constant=stored_constant,
         baseline=baseline, per_image=per_image, estimator=estimator, draws=draws, t_min=t_min, rtol=rtol, atol=atol,
         probes=probes, max_steps=max_steps, consistency=consistency, denoising_curve=denoising_curve,

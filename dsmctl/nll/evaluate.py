@@ -28,13 +28,18 @@ def pick_device(device=None):
     return resolve_device(device)
 
 
-def open_eval_data(meta, source=None, split=None, n_images=None):
+def open_eval_data(meta, source=None, split=None, n_images=None, start=0):
+    """The evaluation split, or its images start .. start + n_images - 1 (dataset indices kept: noise, probes and
+    per-image rows of a shard equal those of the full run)."""
     recipe = meta["recipe"]
     source = source or recipe["data"]["source"]
     synthetic = recipe["data"].get("synthetic") if source == recipe["data"]["source"] else None
-    data = data_mod.open_split(source, split or recipe["data"]["eval_split"], synthetic)
-    if n_images:
-        data = data.subset(np.arange(min(n_images, len(data))))
+    split = split or recipe["data"]["eval_split"]
+    data = data_mod.open_split(source, split, synthetic)
+    if start >= len(data):
+        raise RequestError(f"--start {start}: the {split} split of {source} has only {len(data)} images")
+    if n_images or start:
+        data = data.subset(np.arange(start, min(start + (n_images or len(data)), len(data))))
     return data, source, synthetic
 
 
@@ -65,7 +70,7 @@ def _evaluate(request, log):
     if is_denoiser and request.consistency:
         raise RequestError(f"{ckpt}: a denoiser model has no dU/dt; --consistency needs an energy model")
     req = replace(request.resolved(meta), device=device, log=log)
-    data, _, _ = open_eval_data(meta, req.source, req.split, req.n_images)
+    data, _, _ = open_eval_data(meta, req.source, req.split, req.n_images, req.start)
     if tuple(data.shape) != tuple(meta["shape"]):
         raise ValueError(f"{req.source}: examples of shape {tuple(data.shape)}, but the model was trained on "
                          f"{tuple(meta['shape'])}")
@@ -80,7 +85,7 @@ def _evaluate(request, log):
         req = replace(req, constant=normalization_constant(model, data, req.t_max, req.anchor, req.batch_size, req.seed,
                                                            device))
 
-    out = {"model": str(ckpt), "step": meta.get("step"), "estimator": req.estimator, "seconds": {}}
+    out = {"model": str(ckpt), "step": meta.get("step"), "estimator": req.estimator, "start": req.start, "seconds": {}}
     if not is_denoiser:  # the one-shot number always, as the reference the other estimators are compared with
         reference = one_shot.estimate(model, data, req)
         out["seconds"]["one-shot"] = reference.seconds

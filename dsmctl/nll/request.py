@@ -32,6 +32,7 @@ class EvalRequest:
     t_max: Optional[float] = None  # where the constant is fixed (default: recipe eval.t_max)
     anchor: Optional[str] = None  # paper | gaussian (default: recipe eval.anchor)
     n_images: Optional[int] = None  # the first N images (default: recipe eval.n_images, None = all)
+    start: int = 0  # skip the split's first START images (shards of a slow estimator; indices stay the split's)
     batch_size: Optional[int] = None  # default: recipe eval.batch_size
     seed: Optional[int] = None  # noise seed, noise keyed by dataset index (default: recipe eval.seed)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -100,6 +101,7 @@ class EvalRequest:
         for name in ("n_images", "batch_size"):
             v = getattr(self, name)
             need(v is None or (integer(v) and v >= 1), f"--{name.replace('_', '-')} {v}: expected an integer >= 1")
+        need(integer(self.start) and self.start >= 0, f"--start {self.start}: expected an integer >= 0")
         need(self.seed is None or integer(self.seed), f"--seed {self.seed}: expected an integer")
         need(self.weights in WEIGHTS, f"--weights {self.weights!r}: expected one of {', '.join(WEIGHTS)}")
         need(self.estimator in estimators, f"--estimator {self.estimator!r}: expected one of {', '.join(estimators)}")
