@@ -50,3 +50,11 @@ def test_unprepared_recipe_source_says_how_to_prepare(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(data.DataError, match="prepare it first.*dsmctl prepare SOURCE --out data/imagenet64"):
         data.open_split("data/imagenet64", "train")
+
+
+def test_quickstart_flips_ema_is_the_quickstart_plus_two_keys():
+    """The shipped consistency variant (docs/validation.md) differs from the quickstart in exactly flips and EMA."""
+    base = load_recipe(RECIPES / "quickstart.yaml").to_dict()
+    variant = load_recipe(RECIPES / "quickstart-flips-ema.yaml").to_dict()
+    diff = {f"{s}.{k}": (base[s][k], variant[s][k]) for s in base for k in base[s] if base[s][k] != variant[s][k]}
+    assert diff == {"data.hflip": (False, True), "train.ema": (None, 0.999)}
