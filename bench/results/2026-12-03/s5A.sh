@@ -1,0 +1,13 @@
+#!/bin/bash
+# Session 20 thread A: quickstart flips+EMA, lambda=0.4, with PF-ODE on 200 patches.
+set -x
+cd /work/main && . .venv/bin/activate
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+E=/work/exp; R=q-fe-c04
+date
+dsmctl train recipes/quickstart.yaml --out $E/$R --set data.hflip=true --set train.ema=0.999 --set loss.consistency_weight=0.4 > $E/$R.train.log 2>&1
+date
+dsmctl eval-nll $E/$R --per-image $E/$R.os.csv --json > $E/$R.os.json 2> $E/$R.os.log
+date
+dsmctl eval-nll $E/$R --estimator pf-ode --probes 4 --n-images 200 --batch-size 100 --per-image $E/$R.pf.csv --json > $E/$R.pf.json 2> $E/$R.pf.log
+date
