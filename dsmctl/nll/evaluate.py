@@ -36,7 +36,7 @@ def open_eval_data(meta, source=None, split=None, n_images=None, start=0):
     synthetic = recipe["data"].get("synthetic") if source == recipe["data"]["source"] else None
     split = split or recipe["data"]["eval_split"]
     data = data_mod.open_split(source, split, synthetic)
-    if start >= len(data):
+    if start and start >= len(data):
         raise RequestError(f"--start {start}: the {split} split of {source} has only {len(data)} images")
     if n_images or start:
         data = data.subset(np.arange(start, min(start + (n_images or len(data)), len(data))))
