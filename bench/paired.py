@@ -17,13 +17,18 @@ def read(path, column):
     return {int(r["index"]): float(r[column]) for r in rows if r.get("status", "0") in ("0", "", None)}
 
 
+def mean_se(values):
+    """(mean, standard error of the mean) of a list of numbers."""
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((x - mean) ** 2 for x in values) / (n - 1) if n > 1 else float("nan")
+    return mean, math.sqrt(var / n)
+
+
 def paired(b, a):
     keys = sorted(set(a) & set(b))
-    diffs = [b[k] - a[k] for k in keys]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    var = sum((x - mean) ** 2 for x in diffs) / (n - 1) if n > 1 else float("nan")
-    return {"n": n, "mean": mean, "se": math.sqrt(var / n)}
+    mean, se = mean_se([b[k] - a[k] for k in keys])
+    return {"n": len(keys), "mean": mean, "se": se}
 
 
 def main():

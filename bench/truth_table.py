@@ -9,19 +9,14 @@ images), and with --base the change of each against the base run, paired image b
 """
 import argparse
 import csv
-import math
+
+from paired import mean_se  # bench/paired.py, beside this script
 
 
 def read(path):
     with open(path) as f:
         rows = [r for r in csv.DictReader(f) if r.get("status", "0") in ("0", "")]
     return {int(r["index"]): (float(r["energy"]), float(r["truth_energy"])) for r in rows}
-
-
-def mean_se(values):
-    n = len(values)
-    m = sum(values) / n
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1) / n)
 
 
 def quantities(run_dir, run, d):
