@@ -27,6 +27,9 @@ class Data:
     train_split: str = "train"
     eval_split: str = "test"
     hflip: bool = False  # random horizontal flips (the paper's ImageNet64 augmentation)
+    # Not in the paper: uniform noise inside each 8-bit bin, (u - 1/2)/256, added to every training image, fresh
+    # each step from (train.seed, step) (Theis et al. 2016); the model then learns a density of the dequantized data.
+    dequantize: bool = False
     subset: str | None = None  # "first:N", "last:N", "random:N:SEED:a|b" (disjoint halves a/b)
     synthetic: dict | None = None  # for source "synthetic": {kind: gsm|gaussian, d, n_train, n_test, seed, ...}
 

@@ -22,6 +22,8 @@ from ..nn.model_file import RAW_FILE, save_model
 from ..nn.build import build_model, count_parameters
 from .objectives import sample_t
 from ..rng import hash_seed
+
+DEQUANT_BIN = 1 / 256  # data.dequantize: the width of an 8-bit bin on [0, 1] (nll/dequantize.py's BIN_WIDTH)
 from . import resume as resume_mod, rng_state, train_state
 from .dist_eval import normalization_constant
 from .ema import EMA
@@ -58,13 +60,16 @@ class IndexSampler:
         return np.asarray(out)
 
 
-def step_noise(step, seed, batch_size, shape, noise_cfg, hflip, device):
-    """(t, z, flip) for the whole global batch of `step`, generated on the device from (seed, step)."""
+def step_noise(step, seed, batch_size, shape, noise_cfg, hflip, device, dequantize=False):
+    """(t, z, flip, u) for the whole global batch of `step`, generated on the device from (seed, step).
+    u: uniform [0, 1) per pixel for data.dequantize (None when off); drawn last, so that t, z and flips are the
+    same with and without it."""
     g = torch.Generator(device=device).manual_seed(hash_seed(seed, 11, step))
     t = sample_t(batch_size, noise_cfg.t_min, noise_cfg.t_max, generator=g, device=device)
     z = torch.randn(batch_size, *shape, generator=g, device=device)
     flip = torch.rand(batch_size, generator=g, device=device) < 0.5 if hflip else None
-    return t, z, flip
+    u = torch.rand(batch_size, *shape, generator=g, device=device) if dequantize else None
+    return t, z, flip, u
 
 
 # ---- All data access of training is in these two functions. ----
@@ -76,17 +81,21 @@ def open_train_data(recipe):
     shape = train_data.shape
     if recipe.data.hflip and len(shape) != 3:
         raise TrainError("data.hflip needs image data (C x H x W)")
+    if recipe.data.dequantize and train_data.quantization_bits != 8:
+        raise TrainError(f"data.dequantize: {train_data.name} is continuous data; dequantization needs 8-bit images")
     return train_data
 
 
 def local_batch(train_data, sampler, step, recipe, rank, b, device):
     """This process's share (positions rank*b .. (rank+1)*b) of the global batch of `step`: x, t, z."""
     pos = sampler.positions(step)[rank * b:(rank + 1) * b]
-    t, z, flip = step_noise(step, recipe.train.seed, sampler.batch_size, train_data.shape, recipe.noise,
-                            recipe.data.hflip, device)
+    t, z, flip, u = step_noise(step, recipe.train.seed, sampler.batch_size, train_data.shape, recipe.noise,
+                               recipe.data.hflip, device, recipe.data.dequantize)
     t, z = t[rank * b:(rank + 1) * b], z[rank * b:(rank + 1) * b]
     # Flips are applied to the uint8 rows before the float conversion (data/arrays.py).
     x = train_data.batch(pos, device, flip=None if flip is None else flip[rank * b:(rank + 1) * b])
+    if u is not None:  # the bin of width 1/256 centred on k/255, as the bounds of nll/dequantize.py
+        x = x + (u[rank * b:(rank + 1) * b] - 0.5) * DEQUANT_BIN
     return x, t, z
 
 
@@ -210,6 +219,7 @@ def _train(recipe, run_dir, resume, command, progress, stepped, verify_data):
              f"{len(train_data):,} training examples of shape {tuple(shape)}, global batch {B} "
              f"({world} process{'es' if world > 1 else ''} x {b}), device {acc.device}, {recipe.train.precision}, "
              f"random horizontal flips {'on' if recipe.data.hflip else 'off'}"
+             + (", uniform dequantization in the 8-bit bin" if recipe.data.dequantize else "")
              + (f" (fp32: {', '.join(fp32_parts[:3])}{', ...' if len(fp32_parts) > 3 else ''})" if fp32_parts else ""))
 
     def notice(line):  # warnings: printed even with --quiet (rank 0 only)
