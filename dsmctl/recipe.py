@@ -95,6 +95,9 @@ class Eval:
     t: float = 0.0
     t_max: float = 1e3  # where the constant is fixed
     anchor: str = "paper"  # paper | gaussian
+    # Not in the paper: the noise level of the density p_t whose bin integrals give eval-nll's bound on 8-bit data
+    # (every normalized p_t is a density); 0 = p_0. Chosen on held-out training images, never on the test set.
+    bound_t: float = 0.0
     batch_size: int = 256
     n_images: int | None = None  # None = the whole evaluation split
     seed: int = 0
@@ -179,6 +182,7 @@ def _check_values(r, where):
     need(r.model.layers_per_block >= 2, "model.layers_per_block", "at least 2", r.model.layers_per_block)
     need(r.eval.t >= 0, "eval.t", "a non-negative noise variance", r.eval.t)
     need(r.eval.t_max > 0, "eval.t_max", "a positive noise variance", r.eval.t_max)
+    need(r.eval.bound_t >= 0, "eval.bound_t", "a non-negative noise variance", r.eval.bound_t)
     need(r.eval.batch_size > 0, "eval.batch_size", "a positive batch size", r.eval.batch_size)
     need(r.eval.n_images is None or r.eval.n_images > 0, "eval.n_images", "null or a positive count", r.eval.n_images)
     need(r.model.radial_components >= 1, "model.radial_components", "at least 1", r.model.radial_components)

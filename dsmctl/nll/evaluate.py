@@ -1,7 +1,10 @@
 """eval-nll: check the request, load the model, pick the evaluation data, run an estimator, add baselines and extras.
 
-Estimators (ESTIMATORS below): "one-shot" (the paper's protocol, default), "dequantized" (8-bit data: a bound
-comparable with dequantized baselines), "pf-ode" (probability-flow ODE from the same network's grad_y U).
+Estimators (ESTIMATORS below): "one-shot" (the paper's protocol; on 8-bit data a plug-in, not a bound),
+"dequantized" (8-bit data: importance-weighted upper bounds on the discrete NLL), "pf-ode" (probability-flow ODE
+from the same network's grad_y U). The default, "auto", is the bound on 8-bit images at t = 0 and the one-shot
+otherwise; the one-shot (plug-in) number always stands beside it, with their paired difference and flags
+(nll/flags.py) for results no normalized model can give.
 A new estimator is one module with `estimate(model, data, request) -> Estimate` (nll/request.py) and one line here.
 """
 import math
@@ -13,8 +16,9 @@ import numpy as np
 import torch
 
 from .. import data as data_mod
+from .. import units
 from ..nn.model_file import load_model
-from . import dequantize, one_shot, pfode
+from . import dequantize, flags, one_shot, pfode
 from .likelihood import fit_anchor, normalization_constant
 from .report import draw_plots, model_label, summary_lines, write_per_image  # noqa: F401  (eval-nll's report)
 from .request import EvalRequest, RequestError
@@ -62,15 +66,16 @@ def _evaluate(request, log):
     ckpt = request.model
     device = pick_device(request.device)
     model, meta = load_model(ckpt, device, request.weights)
-    estimator = ESTIMATORS[request.estimator]
     is_denoiser = meta["recipe"]["model"]["kind"] == "denoiser"
-    if is_denoiser and getattr(estimator, "NEEDS_ENERGY", True):
+    if is_denoiser and request.estimator not in ("auto", "pf-ode"):
         raise RequestError(f"{ckpt}: a denoiser (score-network) model has no energy, hence no {request.estimator} NLL; "
                            "use --estimator pf-ode (it needs only grad_y)")
     if is_denoiser and request.consistency:
         raise RequestError(f"{ckpt}: a denoiser model has no dU/dt; --consistency needs an energy model")
     req = replace(request.resolved(meta), device=device, log=log)
     data, _, _ = open_eval_data(meta, req.source, req.split, req.n_images, req.start)
+    req = replace(req, estimator="pf-ode") if is_denoiser else req.for_data(data.quantization_bits)
+    estimator = ESTIMATORS[req.estimator]
     if tuple(data.shape) != tuple(meta["shape"]):
         raise ValueError(f"{req.source}: examples of shape {tuple(data.shape)}, but the model was trained on "
                          f"{tuple(meta['shape'])}")
@@ -86,6 +91,7 @@ def _evaluate(request, log):
                                                            device))
 
     out = {"model": str(ckpt), "step": meta.get("step"), "estimator": req.estimator, "start": req.start, "seconds": {}}
+    reference = None
     if not is_denoiser:  # the one-shot number always, as the reference the other estimators are compared with
         reference = one_shot.estimate(model, data, req)
         out["seconds"]["one-shot"] = reference.seconds
@@ -96,7 +102,8 @@ def _evaluate(request, log):
         chosen = estimator.estimate(model, data, req)
         out["seconds"][req.estimator] = chosen.seconds
     out.update(chosen.report)
-    warning = extrapolation_warning(meta, req.t) if getattr(estimator, "EVALUATES_AT_T", True) else None
+    read_at = getattr(chosen.result, "bound_t", req.t)  # the bound reads p_t at its own bound_t, on clean images
+    warning = extrapolation_warning(meta, read_at) if getattr(estimator, "EVALUATES_AT_T", True) else None
     if warning:
         out["warning"] = warning
     out["nll"] = chosen.result.to_dict()
@@ -104,6 +111,13 @@ def _evaluate(request, log):
     out["protocol"] = f"{chosen.protocol}, {used_text} weights"
     if req.estimator == "one-shot":
         out.pop("one_shot")
+        out["nll"]["label"] = one_shot.label(reference.result)
+    elif reference is not None:
+        out["one_shot"]["label"] = one_shot.label(reference.result)
+        out["difference"] = flags.paired(reference.indices, reference.nll, chosen.indices, chosen.nll, data.d)
+        if out["difference"]:
+            out["difference"]["protocol"] = f"one-shot − {req.estimator}, paired over the same images, bits/dim"
+    out["flags"] = check_flags(out, req, reference, data.d)
 
     base = baselines(data, req, estimator)
     columns = dict(chosen.columns)
@@ -128,6 +142,22 @@ def _evaluate(request, log):
                                          req.batch_size, req.seed, device, req.plots,
                                          "denoiser" if is_denoiser else "energy")
     return out
+
+
+def check_flags(out, req, reference, d):
+    """nll/flags.py's checks on this result: impossible values, a plug-in far below the bound, a one-shot that
+    claims more probability than the PF-ODE."""
+    found = []
+    if reference is not None:
+        per_image = units.bits_per_dim(reference.nll, d, reference.result.quantization_bits)
+        found += flags.below_zero("the one-shot (plug-in) NLL" if req.estimator != "one-shot" else "the NLL",
+                                  reference.result.to_dict(), per_image)
+    if req.estimator == "dequantized":
+        found += flags.below_zero("the bound", out["nll"])
+        found += flags.plug_in_vs_bound(out.get("difference"))
+    if req.estimator == "pf-ode" and reference is not None and not req.dequantize and not req.t:
+        found += flags.one_shot_vs_pf_ode(out.get("difference"))
+    return found
 
 
 def extrapolation_warning(meta, t):

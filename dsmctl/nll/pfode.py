@@ -206,6 +206,7 @@ class ODEResult:
     data: str
     data_fingerprint: str | None
     noisy_t: float = 0.0  # > 0: evaluated on noisy images y = x + sqrt(noisy_t) z, the ODE starting at noisy_t
+    dequantized: bool = False  # evaluated at x + u, u uniform in the bin: an upper bound on the discrete NLL
     not_converged: list = field(default_factory=list)  # [{"index": i, "reason": ...}]
 
     def to_dict(self):
@@ -255,13 +256,16 @@ def anchor_prior(anchor, data, shape=None, max_images=20_000):
 
 def pf_ode_nll(model, data, prior, t_min=1e-9, t_max=1e3, rtol=1e-5, atol=1e-5, probes=None, batch_size=64,
                seed=0, device=None, dtype=torch.float32, max_steps=1000, prior_name="given", progress=None,
-               noisy_t=0.0):
+               noisy_t=0.0, dequantize=False):
     """PF-ODE NLL over a dataset.
 
     noisy_t = 0: log p_t_min of the clean images, with the one-shot's t = 0 conventions (+8 bits/dim for 8-bit
     data). noisy_t > 0: the cross-entropy of the noisy images y = x + sqrt(noisy_t) z (z keyed by index exactly
     as the one-shot --t draws it), the ODE starting at y and t = noisy_t (continuous density, no +8).
     prior: a density answering prior(y, t, need=("energy",)) (e.g. anchor_prior()).
+    dequantize: (8-bit data, noisy_t = 0) start from x + u, u uniform in the 1/256 bin (one draw per image, keyed by
+    index as the bound's first draw): then the NLL is an upper bound on the discrete NLL of the ODE's own density
+    (Jensen, one draw), the protocol of score-based diffusion models' published likelihoods.
     Returns (ODEResult, indices, energies, nfe, status).
     """
     from ..data.arrays import ArrayData
@@ -275,13 +279,18 @@ def pf_ode_nll(model, data, prior, t_min=1e-9, t_max=1e3, rtol=1e-5, atol=1e-5, 
     for idx, x in data.batches(batch_size, device, dtype):
         if noisy_t > 0:
             x = x + math.sqrt(noisy_t) * indexed_normal(idx, data.shape, seed, NOISE_STREAM, dtype, device)
+        elif dequantize:
+            from .dequantize import bin_offsets
+
+            x = x + bin_offsets(idx, data.shape, seed, 0, dtype=dtype, device=device)[0]
         batches.append(pf_ode_energies(model, x, idx, prior, t_start, t_max, rtol, atol, probes, seed, max_steps))
         if progress:
             progress(sum(len(b.indices) for b in batches), len(data))
     return summarize(batches, d=data.d, quantization_bits=None if noisy_t > 0 else data.quantization_bits,
                      elapsed=time.time() - t0, t_min=float(t_start), t_max=float(t_max), prior=prior_name,
                      divergence="exact" if not probes else "hutchinson", probes=int(probes or 0), rtol=rtol,
-                     atol=atol, seed=seed, data=data.name, data_fingerprint=data.fingerprint, noisy_t=float(noisy_t))
+                     atol=atol, seed=seed, data=data.name, data_fingerprint=data.fingerprint, noisy_t=float(noisy_t),
+                     dequantized=bool(dequantize and not noisy_t))
 
 
 # eval-nll's estimator interface (nll/request.py). A denoiser (score network) has grad_y but no energy: fine here.
@@ -312,9 +321,10 @@ def estimate(model, data, request):
     res, idx, energy, nfe, status = pf_ode_nll(
         model, data, prior, request.t_min, request.t_max, request.rtol, request.atol, probes, request.batch_size,
         request.seed, request.device, max_steps=request.max_steps, prior_name=prior_text(request.anchor, request.t_max),
-        progress=lambda k, n: log(f"[pf-ode] {k}/{n} images"), noisy_t=request.t)
+        progress=lambda k, n: log(f"[pf-ode] {k}/{n} images"), noisy_t=request.t,
+        dequantize=request.dequantize)
     report = {}
-    if request.constant is not None and not request.t:  # the network's energy at the ODE's start: separates t_min -> 0
+    if request.constant is not None and not request.t and not request.dequantize:  # the network's energy at the ODE's start: separates t_min -> 0
         u = clean_energies(model, data, request.t_min, request.batch_size, request.device)
         ok = status == 0
         report["energy_at_t_min"] = {"t": request.t_min, "bits_per_dim": units.bits_per_dim(
@@ -333,7 +343,10 @@ def protocol(r):
     quant = f", +{r.quantization_bits} bits/dim for {r.quantization_bits}-bit data" if r.quantization_bits else ""
     bad = f"; {r.n_images - r.n_converged} image(s) NOT converged, excluded" if r.n_converged < r.n_images else ""
     start = (f"cross-entropy of the noisy images at t={r.noisy_t:g} (noise keyed by index as the one-shot's), "
-             f"ODE from t={r.t_min:g}" if r.noisy_t else f"log p_t_min(x) of the clean images, t_min={r.t_min:g}")
+             f"ODE from t={r.t_min:g}" if r.noisy_t else
+             f"dequantized: -log p_t_min(x + u), u uniform in the 1/256 bin (one draw per image, keyed by index), an "
+             f"upper bound on the discrete NLL of the ODE's density, t_min={r.t_min:g}" if r.dequantized else
+             f"log p_t_min(x) of the clean images (plug-in at the grid point, not a bound), t_min={r.t_min:g}")
     return (f"PF-ODE NLL: {start} to t_max={r.t_max:g}, prior {r.prior}; divergence by "
             f"{div}; Dormand-Prince 5(4) in log t, rtol={r.rtol:g} atol={r.atol:g}; {r.nfe_mean:.1f} function "
             f"evaluations per image (max {r.nfe_max}); {r.n_converged}/{r.n_images} images of {r.data} "

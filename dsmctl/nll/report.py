@@ -12,17 +12,32 @@ def summary_lines(res, ckpt):
     """Human-readable report of eval_nll's result: [(text, style or None)], for the CLI to print."""
     out = []
     n = res["nll"]
+    kind = ("upper bound" if n.get("is_bound") or n.get("dequantized") else
+            "plug-in, not a bound" if n.get("quantization_bits") and res["estimator"] == "one-shot" else None)
     out.append((f"NLL {n['bits_per_dim']:.4f} ± {n['bits_per_dim_stderr']:.4f} bits/dim  ({n['nats_per_dim']:.4f} "
-                f"nats/dim, log p {n['log_p_db_per_dim']:.3f} dB/dim)  [{res['estimator']}]  {ckpt}", "bold"))
+                f"nats/dim, log p {n['log_p_db_per_dim']:.3f} dB/dim)  [{res['estimator']}"
+                f"{', ' + kind if kind else ''}]  {ckpt}", "bold"))
     out.append((f"  protocol: {res['protocol']}", None))
+    for f in res.get("flags", []):
+        out.append((f"  FLAG {f['code']}: {f['message']}", "bold red"))
     if "warning" in res:
         out.append((f"  warning: {res['warning']}", "yellow"))
+    if n.get("convergence") and len(n["convergence"]) > 1:
+        out.append(("  bound by number of draws K: " + "  ".join(
+            f"K={r['draws']}: {r['bits_per_dim']:.4f}" for r in n["convergence"]) +
+            f"  (Jensen, K={n['draws']}: {n['jensen_bits_per_dim']:.4f})", None))
+    if n.get("chosen_on"):
+        out.append((f"  chosen: {n['chosen_on']}", None))
     for bad in n.get("not_converged", [])[:10]:
         out.append((f"  not converged: image {bad['index']} ({bad['reason']})", "yellow"))
     if "one_shot" in res:
         o = res["one_shot"]
-        out.append((f"  one-shot: {o['bits_per_dim']:.4f} ± {o['bits_per_dim_stderr']:.4f} bits/dim; "
-                    f"{res['estimator']} − one-shot = {n['bits_per_dim'] - o['bits_per_dim']:+.4f} bits/dim", None))
+        diff = res.get("difference")
+        paired = (f"one-shot − {res['estimator']} = {diff['bits_per_dim']:+.4f} ± {diff['stderr']:.4f} bits/dim "
+                  f"(paired, {diff['n_images']} images)" if diff else
+                  f"{res['estimator']} − one-shot = {n['bits_per_dim'] - o['bits_per_dim']:+.4f} bits/dim")
+        out.append((f"  one-shot: {o['bits_per_dim']:.4f} ± {o['bits_per_dim_stderr']:.4f} bits/dim "
+                    f"({o.get('label', 'one-shot')}); {paired}", None))
     if "energy_at_t_min" in res:
         e = res["energy_at_t_min"]
         out.append((f"  energy at t_min={e['t']:g} (one-shot formula at the ODE's start): {e['bits_per_dim']:.4f} bits/dim", None))

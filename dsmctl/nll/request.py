@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 ANCHORS = ("paper", "gaussian")
+PROPOSALS = ("uniform", "truncnorm")
 WEIGHTS = ("auto", "ema", "raw")
+
+
+MAX_T = 1e12  # largest noise variance accepted anywhere a t is given
 
 
 class RequestError(ValueError):
@@ -40,8 +44,12 @@ class EvalRequest:
     stored_constant: bool = False  # reuse the constant stored at the end of training
     baseline: bool = True  # also report a Gaussian fitted to the training split
     per_image: Optional[str | Path] = None  # write per-image energies to this .csv / .jsonl file
-    estimator: str = "one-shot"  # a name in nll.evaluate.ESTIMATORS
-    draws: int = 4  # dequantized: uniform draws per image; consistency: noise draws per level
+    estimator: str = "auto"  # a name in nll.evaluate.ESTIMATORS; auto: dequantized on 8-bit data at t = 0, else one-shot
+    draws: int = 4  # dequantized: draws per image inside the bin; consistency: noise draws per level
+    bound_t: Optional[float | str] = None  # dequantized: t of the density p_t integrated over the bins, or "auto"
+    proposal: str = "uniform"  # dequantized: uniform | truncnorm inside the bin
+    proposal_scale: Optional[float | str] = None  # dequantized truncnorm: its scale, or "auto"
+    dequantize: bool = False  # pf-ode: start from x + u, u uniform in the bin (a bound, one draw per image)
     t_min: Optional[float] = None  # pf-ode: start of the ODE (default: recipe noise.t_min)
     rtol: float = 1e-5  # pf-ode: solver tolerances
     atol: float = 1e-5
@@ -104,7 +112,8 @@ class EvalRequest:
         need(integer(self.start) and self.start >= 0, f"--start {self.start}: expected an integer >= 0")
         need(self.seed is None or integer(self.seed), f"--seed {self.seed}: expected an integer")
         need(self.weights in WEIGHTS, f"--weights {self.weights!r}: expected one of {', '.join(WEIGHTS)}")
-        need(self.estimator in estimators, f"--estimator {self.estimator!r}: expected one of {', '.join(estimators)}")
+        need(self.estimator == "auto" or self.estimator in estimators,
+             f"--estimator {self.estimator!r}: expected auto or one of {', '.join(estimators)}")
         need(integer(self.draws) and self.draws >= 1, f"--draws {self.draws}: expected an integer >= 1")
         need(integer(self.max_steps) and self.max_steps >= 1, f"--max-steps {self.max_steps}: expected an integer >= 1")
         need(self.probes is None or (integer(self.probes) and self.probes >= 0),
@@ -113,7 +122,20 @@ class EvalRequest:
             v = getattr(self, name)
             need(finite(v) and v > 0, f"--{name} {v}: expected a positive finite tolerance")
         if self.estimator == "dequantized":
-            need(not self.noise_t, "--estimator dequantized evaluates clean 8-bit images (t = 0); drop --t/--psnr")
+            need(not self.noise_t, "--estimator dequantized evaluates clean 8-bit images (t = 0); drop --t/--psnr "
+                 "(the density's own noise level is --bound-t)")
+        if self.bound_t is not None and self.bound_t != "auto":
+            need(finite(self.bound_t) and 0 <= self.bound_t <= MAX_T,
+                 f"--bound-t {self.bound_t}: expected auto or a noise variance in [0, {MAX_T:g}]")
+        need(self.proposal in PROPOSALS, f"--proposal {self.proposal!r}: expected one of {', '.join(PROPOSALS)}")
+        if self.proposal_scale is not None and self.proposal_scale != "auto":
+            need(finite(self.proposal_scale) and 0 < self.proposal_scale <= 1,
+                 f"--proposal-scale {self.proposal_scale}: expected auto or a positive scale (pixels, at most 1)")
+        need(self.proposal != "truncnorm" or self.proposal_scale is not None,
+             "--proposal truncnorm needs --proposal-scale (a number, or auto: chosen on held-out training images)")
+        need(not self.dequantize or self.estimator == "pf-ode", "--dequantize goes with --estimator pf-ode "
+             "(the dequantized estimator always dequantizes)")
+        need(not (self.dequantize and self.noise_t), "--dequantize evaluates clean 8-bit images; drop --t/--psnr")
         try:
             grid = self.psnrs
         except ValueError:
@@ -151,7 +173,15 @@ class EvalRequest:
                     synthetic=data.get("synthetic") if source == data["source"] else None)
         if r.estimator == "dequantized" and r.t:
             raise RequestError("--estimator dequantized evaluates clean 8-bit images (t = 0); drop --t/--psnr")
+        if r.bound_t is None:
+            r = replace(r, bound_t=ev.get("bound_t", 0.0))
         return r
+
+    def for_data(self, quantization_bits):
+        """estimator "auto" made concrete: the dequantized bound on 8-bit images at t = 0, else the one-shot."""
+        if self.estimator != "auto":
+            return self
+        return replace(self, estimator="dequantized" if quantization_bits == 8 and not self.t else "one-shot")
 
 
 def check_device(device, label=None):
