@@ -141,20 +141,60 @@ class Model:
         c = self.constant
         return units.energy_to_log_p(neg_log_p(self._energy("x", x, t, batch_size), c))
 
-    def bits_per_dim(self, x, t=0.0, quantization_bits="auto", batch_size=DEFAULT_BATCH):
-        """NLL in bits/dim per image, as eval-nll reports it: -log2 p_t(x) / d, +8 for 8-bit images at t = 0.
+    def bits_per_dim(self, x, t=0.0, quantization_bits="auto", protocol="auto", draws=4, bound_t=None,
+                     proposal="uniform", scale=None, seed=None, batch_size=DEFAULT_BATCH):
+        """NLL in bits/dim per image, as eval-nll reports it.
 
-        quantization_bits: "auto" (8 when x comes from 8-bit data: a uint8 tensor, an Images view of 8-bit data
-        or, for float tensors, the model's own 8-bit training data; None for continuous data), 8, or None."""
+        protocol: "auto" (the bound for 8-bit images at t = 0, else the plug-in), "bound" (eval-nll's default on
+        8-bit data: an importance-weighted upper bound on the discrete NLL, -log2 of the estimated bin probability
+        per dim, `draws` forward passes per image, noise keyed by dataset index: equal to eval-nll's per-image
+        values) or "plug-in" (-log2 p_t(x)/d, +8 for 8-bit images at t = 0: the paper's protocol, not a bound).
+        bound_t, seed: default to the recipe's eval.bound_t and eval.seed; proposal: uniform | truncnorm (with
+        scale). quantization_bits: "auto" (8 when x comes from 8-bit data: a uint8 tensor, an Images view of
+        8-bit data or, for float tensors, the model's own 8-bit training data; None for continuous data), 8, None."""
         from .nll.likelihood import neg_log_p
 
         if quantization_bits not in ("auto", None) and not (_is_int(quantization_bits) and quantization_bits > 0):
             raise ValueError(f"quantization_bits={quantization_bits!r}: expected 'auto', None or a positive integer")
-        c = self.constant
-        nll = neg_log_p(self._energy("x", x, t, batch_size), c)
+        if protocol not in ("auto", "bound", "plug-in"):
+            raise ValueError(f"protocol={protocol!r}: expected 'auto', 'bound' or 'plug-in'")
         if quantization_bits == "auto":
             quantization_bits = self._quantization_bits(x) if not _noise_level(t) else None
+        if protocol == "auto":
+            protocol = "bound" if quantization_bits == 8 and not _noise_level(t) else "plug-in"
+        if protocol == "bound":
+            return self._bound(x, t, quantization_bits, draws, bound_t, proposal, scale, seed, batch_size)
+        c = self.constant
+        nll = neg_log_p(self._energy("x", x, t, batch_size), c)
         return units.bits_per_dim(nll, self.d, quantization_bits)
+
+    def _bound(self, x, t, qbits, draws, bound_t, proposal, scale, seed, batch_size):
+        from .nll.dequantize import PROPOSALS, dequantized_nll
+
+        if qbits != 8 or _noise_level(t):
+            raise ValueError("protocol='bound' needs clean 8-bit images (t = 0, quantization_bits 8)")
+        if not (_is_int(draws) and draws >= 1):
+            raise ValueError(f"draws={draws!r}: expected an integer >= 1")
+        if proposal not in PROPOSALS or (proposal == "truncnorm" and not (isinstance(scale, (int, float)) and 0 < scale <= 1)):
+            raise ValueError(f"proposal={proposal!r}, scale={scale!r}: expected uniform, or truncnorm with a scale in (0, 1]")
+        ev = self.meta["recipe"]["eval"]
+        bound_t = ev.get("bound_t", 0.0) if bound_t is None else _noise_level(bound_t)
+        seed = ev["seed"] if seed is None else seed
+        if not _is_int(seed):
+            raise ValueError(f"seed={seed!r}: expected an integer")
+        self._need_energy("bound")
+        data, single = self._images("x", x)
+        if data.quantization_bits != 8:  # float images on the 8-bit grid: back to uint8 (indices 0..N-1)
+            grid = data.batch(np.arange(len(data)), dtype=torch.float64) * 255
+            if (grid - grid.round()).abs().max() > 1e-3 or grid.min() < 0 or grid.max() > 255:
+                raise ValueError("x: protocol='bound' needs images on the 8-bit grid (k/255), these are not")
+            data = ArrayData(grid.round().to(torch.uint8).numpy(), name=data.name)
+        with torch.no_grad():
+            _, _, nll = dequantized_nll(self.net, data, draws, constant=(self.constant, 0.0), anchor="stored",
+                                        batch_size=_batch(batch_size), seed=seed, device=self.device,
+                                        return_per_image=True, t=bound_t, proposal=proposal, scale=scale)
+        bits = units.bits_per_dim(nll, self.d, 8)
+        return bits[0] if single else bits
 
     def denoise(self, y, t, batch_size=DEFAULT_BATCH):
         """E[x | y] = y - t grad_y U(y, t) (Tweedie / Miyasawa), float32 on the CPU, shaped like y."""

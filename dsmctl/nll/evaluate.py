@@ -114,9 +114,14 @@ def _evaluate(request, log):
         out["nll"]["label"] = one_shot.label(reference.result)
     elif reference is not None:
         out["one_shot"]["label"] = one_shot.label(reference.result)
-        out["difference"] = flags.paired(reference.indices, reference.nll, chosen.indices, chosen.nll, data.d)
+        against, what = reference, "one-shot"
+        if req.estimator == "pf-ode" and req.dequantize:  # like with like: the one-shot at the ODE's start point
+            against = one_shot_at_ode_start(model, data, req)
+            out["one_shot_dequantized"] = against.result.to_dict()
+            what = f"one-shot bound at the ODE's start (same x + u, t = {req.t_min:g})"
+        out["difference"] = flags.paired(against.indices, against.nll, chosen.indices, chosen.nll, data.d)
         if out["difference"]:
-            out["difference"]["protocol"] = f"one-shot − {req.estimator}, paired over the same images, bits/dim"
+            out["difference"]["protocol"] = f"{what} − {req.estimator}, paired over the same images, bits/dim"
     out["flags"] = check_flags(out, req, reference, data.d)
 
     base = baselines(data, req, estimator)
@@ -155,9 +160,18 @@ def check_flags(out, req, reference, d):
     if req.estimator == "dequantized":
         found += flags.below_zero("the bound", out["nll"])
         found += flags.plug_in_vs_bound(out.get("difference"))
-    if req.estimator == "pf-ode" and reference is not None and not req.dequantize and not req.t:
+    if req.estimator == "pf-ode" and reference is not None and not req.t:
         found += flags.one_shot_vs_pf_ode(out.get("difference"))
     return found
+
+
+def one_shot_at_ode_start(model, data, req):
+    """The one-shot counterpart of `pf-ode --dequantize`: U(x + u, t_min) + c with the ODE's own u (draw 0, uniform),
+    a K = 1 dequantized bound of p_t_min; paired with the PF-ODE it checks the one-shot constant."""
+    t0 = time.time()
+    res, idx, nll = dequantize.dequantized_nll(model, data, 1, req.t_max, req.anchor, req.batch_size, req.seed,
+                                               req.device, constant=req.constant, return_per_image=True, t=req.t_min)
+    return dequantize.Estimate(res, idx, nll, time.time() - t0, dequantize.protocol(res))
 
 
 def extrapolation_warning(meta, t):

@@ -32,12 +32,17 @@ def summary_lines(res, ckpt):
         out.append((f"  not converged: image {bad['index']} ({bad['reason']})", "yellow"))
     if "one_shot" in res:
         o = res["one_shot"]
-        diff = res.get("difference")
-        paired = (f"one-shot − {res['estimator']} = {diff['bits_per_dim']:+.4f} ± {diff['stderr']:.4f} bits/dim "
-                  f"(paired, {diff['n_images']} images)" if diff else
-                  f"{res['estimator']} − one-shot = {n['bits_per_dim'] - o['bits_per_dim']:+.4f} bits/dim")
         out.append((f"  one-shot: {o['bits_per_dim']:.4f} ± {o['bits_per_dim_stderr']:.4f} bits/dim "
-                    f"({o.get('label', 'one-shot')}); {paired}", None))
+                    f"({o.get('label', 'one-shot')})", None))
+        if "one_shot_dequantized" in res:
+            q = res["one_shot_dequantized"]
+            out.append((f"  one-shot bound at the ODE's start (t = {q['bound_t']:g}, the same x + u): "
+                        f"{q['bits_per_dim']:.4f} ± {q['bits_per_dim_stderr']:.4f} bits/dim", None))
+        diff = res.get("difference")
+        if diff:
+            what = diff["protocol"].split(", paired")[0]
+            out.append((f"  difference: {what} = {diff['bits_per_dim']:+.4f} ± {diff['stderr']:.4f} bits/dim "
+                        f"(paired, {diff['n_images']} images)", None))
     if "energy_at_t_min" in res:
         e = res["energy_at_t_min"]
         out.append((f"  energy at t_min={e['t']:g} (one-shot formula at the ODE's start): {e['bits_per_dim']:.4f} bits/dim", None))
