@@ -27,14 +27,14 @@ def load(path, weights="auto", device="auto"):
 
     weights: "auto" (EMA weights where the run has them) | "ema" | "raw"; device: "auto" | "cpu" | "cuda" | "cuda:N".
     """
-    from .nll.evaluate import pick_device
+    from .device import resolve_device
     from .nn.model_file import WEIGHTS, load_model, resolve_model_path
 
     if not isinstance(path, (str, Path)):
         raise ValueError(f"path={path!r}: expected a run directory, checkpoint directory or model file path")
     if weights not in WEIGHTS:
         raise ValueError(f"weights={weights!r}: expected one of {', '.join(WEIGHTS)}")
-    device = _device(device, pick_device)
+    device = resolve_device(device, label=f"device={device!r}")
     file = resolve_model_path(path, weights)
     net, meta = load_model(file, device, weights)
     return Model(net, meta, file, device)
@@ -274,10 +274,3 @@ def _noise_level(t):
     if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not math.isfinite(t) or t < 0:
         raise ValueError(f"t={t!r}: expected a finite noise variance >= 0 (a float; PSNR p dB is t = 10^(-p/10))")
     return float(t)
-
-
-def _device(device, pick_device):
-    from .nll.request import check_device
-
-    check_device(device, label=f"device={device!r}")
-    return pick_device(device)

@@ -64,7 +64,7 @@ BAD = [
     (["--estimator", "dequantized", "--psnr", "30"], "t = 0"),
     (["--psnr-grid", "1,x"], "--psnr-grid"),
     (["--psnr-grid", "1,nan"], "--psnr-grid"),
-    (["--device", "bogus"], "--device bogus"),
+    (["--device", "bogus"], "--device 'bogus'"),
     (["--denoiser", "/nonexistent/run"], "--denoiser /nonexistent/run"),
 ]
 

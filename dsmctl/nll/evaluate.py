@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .. import data as data_mod
+from ..device import resolve_device
 from ..nn.model_file import load_model
 from . import dequantize, one_shot, pfode
 from .likelihood import fit_anchor, normalization_constant
@@ -21,12 +22,6 @@ from .report import model_label, summary_lines, write_per_image  # noqa: F401  (
 from .request import EvalRequest, RequestError
 
 ESTIMATORS = {"one-shot": one_shot, "dequantized": dequantize, "pf-ode": pfode}
-
-
-def pick_device(device=None):
-    from ..device import resolve_device
-
-    return resolve_device(device)
 
 
 def open_eval_data(meta, source=None, split=None, n_images=None, start=0):
@@ -82,7 +77,7 @@ def evaluate_parts(request, log=None):
 
 def _evaluate(request, log):
     ckpt = request.model
-    device = pick_device(request.device)
+    device = resolve_device(request.device)
     model, meta = load_model(ckpt, device, request.weights)
     estimator = ESTIMATORS[request.estimator]
     is_denoiser = meta["recipe"]["model"]["kind"] == "denoiser"

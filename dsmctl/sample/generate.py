@@ -19,7 +19,7 @@ from .. import data as data_mod
 from .. import units
 from . import files as sample_files
 from ..nn.model_file import load_model, resolve_model_path
-from ..nll.evaluate import pick_device
+from ..device import resolve_device
 from ..fileio import clean_stale_temporaries, write_json
 from .samplers import SamplerConfig, sample
 
@@ -112,7 +112,7 @@ def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=No
                       merge_timeout=3600.0, dtype=torch.float32, **config):
     """Sample `seeds` from a checkpoint into out_dir; returns the run summary (rank 0 / single process) or
     this shard's summary. `config` holds SamplerConfig fields (None = default)."""
-    device = pick_device(device)
+    device = resolve_device(device)
     model_path = resolve_model_path(ckpt)
     model, meta = load_model(model_path, device)
     shape = tuple(meta["shape"])
