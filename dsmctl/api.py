@@ -27,14 +27,14 @@ def load(path, weights="auto", device="auto"):
 
     weights: "auto" (EMA weights where the run has them) | "ema" | "raw"; device: "auto" | "cpu" | "cuda" | "cuda:N".
     """
-    from .nll.evaluate import pick_device
+    from .device import resolve_device
     from .nn.model_file import WEIGHTS, load_model, resolve_model_path
 
     if not isinstance(path, (str, Path)):
         raise ValueError(f"path={path!r}: expected a run directory, checkpoint directory or model file path")
     if weights not in WEIGHTS:
         raise ValueError(f"weights={weights!r}: expected one of {', '.join(WEIGHTS)}")
-    device = _device(device, pick_device)
+    device = resolve_device(device, label=f"device={device!r}")
     file = resolve_model_path(path, weights)
     net, meta = load_model(file, device, weights)
     return Model(net, meta, file, device)
@@ -211,6 +211,7 @@ class Model:
         step_scale, predictor), same defaults."""
         from .sample import files as sample_files
         from .sample.generate import quantize, sampler_setup
+        from .sample.request import SampleRequest
         from .sample.samplers import SamplerConfig, sample
 
         if (n is None) == (seeds is None):
@@ -218,8 +219,8 @@ class Model:
         if seeds is None:
             if not _is_int(n) or n < 1:
                 raise ValueError(f"n={n!r}: expected an integer >= 1")
-            if not _is_int(seed):
-                raise ValueError(f"seed={seed!r}: expected an integer")
+            if not _is_int(seed) or seed < 0:
+                raise ValueError(f"seed={seed!r}: expected an integer >= 0 (seeds are non-negative, as in dsmctl sample)")
             seeds = list(range(seed, seed + n))
         else:
             seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
@@ -228,9 +229,12 @@ class Model:
         unknown = set(options) - set(SamplerConfig.__dataclass_fields__)
         if unknown:
             raise ValueError(f"sample: unknown option(s) {', '.join(sorted(unknown))}; expected SamplerConfig fields")
-        cfg, start, _ = sampler_setup(self.meta, self.path, **options)
+        given = {k: v for k, v in options.items() if v is not None}  # None: the default, as sampler_setup reads it
+        request = SampleRequest(self.path, seeds=seeds, batch_size=_batch(batch_size), python=True, **given).check()
+        cfg, start, _ = sampler_setup(self.meta, self.path, **request.sampler_options())
         image = sample_files.is_image_shape(self.shape)
-        out = sample(self.net, seeds, self.shape, cfg, _batch(batch_size), self.device, clip=image, start=start)
+        out = sample(self.net, request.seed_list(), self.shape, cfg, request.batch_size, self.device, clip=image,
+                     start=start)
         return quantize(out["x"], self.shape)
 
     def _energy(self, name, y, t, batch_size):
@@ -314,10 +318,3 @@ def _noise_level(t):
     if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not math.isfinite(t) or t < 0:
         raise ValueError(f"t={t!r}: expected a finite noise variance >= 0 (a float; PSNR p dB is t = 10^(-p/10))")
     return float(t)
-
-
-def _device(device, pick_device):
-    from .nll.request import check_device
-
-    check_device(device, label=f"device={device!r}")
-    return pick_device(device)

@@ -114,6 +114,7 @@ def run(out):
     ev = trainer.data_mod.open_split("demo", "test").subset(np.arange(37))
     c, se = dist_eval.normalization_constant(acc, net, ev, 10.0, "gaussian", 5, 0)
     result["constant"] = [c, se]
+    result["constant_paper"] = list(dist_eval.normalization_constant(acc, net, ev, 10.0, "paper", 5, 0))
     part = dist_eval.shard(len(ev), rank, world)
     idx, (vals,) = dist_eval.gather_per_image(acc, len(ev), ev.index(part), torch.as_tensor(part) * 2.0)
     result["gathered_indices"] = idx.tolist()

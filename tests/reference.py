@@ -47,6 +47,15 @@ def gaussian_anchor_constant(model, x, t_max, seed=0):
     return per_image.mean().item(), (per_image.std() / math.sqrt(n)).item()
 
 
+def paper_anchor_constant(model, x, t_max, seed=0):
+    """(c, stderr) = (d/2) log(2 pi e t_max) - mean_i U(y_i, t_max), y_i = x_i + sqrt(t_max) z_i on the anchor
+    stream: the paper's anchor, p_t_max taken as N(0, t_max I)."""
+    n, d = len(x), x[0].numel()
+    y = x + math.sqrt(t_max) * indexed_normal(np.arange(n), x.shape[1:], seed, ANCHOR)
+    per_image = 0.5 * d * math.log(2 * 3.141592653589793 * 2.718281828459045 * t_max) - energy(model, y, t_max)
+    return per_image.mean().item(), (per_image.std() / math.sqrt(n)).item()
+
+
 def one_shot_bits(model, x, c, t=0.0, seed=0):
     """Per-image NLL in bits/dim of 8-bit images at t = 0 (+8), of the noisy images (no +8) at t > 0."""
     d = x[0].numel()

@@ -180,7 +180,12 @@ def test_docs_api_example_runs_as_written(run, tmp_path, monkeypatch, capsys):
     (lambda m: m.sample(0), "n=0"),
     (lambda m: m.sample(2, seeds=[1, 2]), "not both"),
     (lambda m: m.sample(seeds=[-1]), "seeds"),
-    (lambda m: m.sample(2, sampler="bogus"), "sampler 'bogus'"),
+    (lambda m: m.sample(2, sampler="bogus"), "sampler='bogus'"),
+    # the sampler options go through dsmctl sample's request (sample/request.py): the same limits as the CLI
+    (lambda m: m.sample(2, steps=0), "steps=0: expected an integer in 1..10,000,000"),
+    (lambda m: m.sample(2, sampler="ascent", max_iters=0), "max_iters=0: expected an integer in 1..10,000,000"),
+    (lambda m: m.sample(2, langevin_steps=1.5), "langevin_steps=1.5"),
+    (lambda m: m.sample(2, seed=-1), "seed=-1"),
     (lambda m: m.sample(2, bogus=1), "bogus"),
 ])
 def test_bad_arguments_raise_one_line_value_errors(run, call, names):

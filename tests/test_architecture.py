@@ -86,3 +86,17 @@ def test_numerics_never_import_the_cli_stack(prefix):
         if name == prefix or name.startswith(prefix + "."):
             bad = {m for m in imports(name, path, known) if m and m.split(".")[0] in CLI_STACK}
             assert not bad, f"{name} imports {sorted(bad)}"
+
+
+# (importer package, imported package): layers that must not reach up. The NLL estimators do not draw figures or
+# run the other analyses: those extras belong to eval-nll's orchestration (dsmctl/evaluation.py).
+FORBIDDEN = [("dsmctl.nll", "dsmctl.analysis")]
+
+
+@pytest.mark.parametrize("importer,imported", FORBIDDEN)
+def test_packages_never_reach_up(importer, imported):
+    known = modules()
+    for name, path in known.items():
+        if name == importer or name.startswith(importer + "."):
+            bad = {m for m in imports(name, path, known) if m and (m == imported or m.startswith(imported + "."))}
+            assert not bad, f"{name} imports {sorted(bad)}"

@@ -186,6 +186,23 @@ def test_stored_constant_equals_a_recomputation_from_the_exported_weights(finish
     assert abs(other - norm["constant"]) > 1e-3  # 15 steps of EMA 0.9: different weights, different constant
 
 
+def test_stored_constant_with_the_paper_anchor_equals_eval_nll_and_the_formula(tmp_path):
+    """recipes/imagenet64.yaml stores a paper-anchor constant at the end of training: it equals eval-nll's
+    --anchor paper recomputation on the same images and (d/2) log(2 pi e t_max) - mean U(y, t_max) written out."""
+    out = tmp_path / "run"
+    train(tiny_recipe("eval.anchor=paper", "train.steps=2", "train.ckpt_every=2", "model.base=none"), out,
+          resume="never", progress=False)
+    model, meta = load_model(out)
+    norm = meta["normalization"]
+    assert (norm["anchor"], norm["t_max"], norm["n_images"]) == ("paper", 10.0, 20)
+    c, se = reference.paper_anchor_constant(model, reference.images(20)[1], 10.0, seed=0)
+    assert norm["constant"] == pytest.approx(c, abs=1e-4) and norm["stderr"] == pytest.approx(se, rel=1e-3)
+    again = eval_nll(out, n_images=20, anchor="paper", baseline=False)["nll"]
+    assert again["anchor"] == "paper"
+    assert again["constant"] == pytest.approx(norm["constant"], abs=1e-6)
+    assert again["constant_stderr"] == pytest.approx(norm["stderr"], rel=1e-6)
+
+
 def test_latest_is_confined_to_the_checkpoints_directory(tmp_path):
     """checkpoints/latest is data: a step-NNNNNNN name of a directory inside checkpoints/, never a path or a
     symlink out of it."""

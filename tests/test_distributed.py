@@ -74,13 +74,15 @@ def test_without_the_tie_ddp_desynchronizes(runs):
 
 
 def test_sharded_evaluation_covers_every_image_once(runs):
+    """Both anchors: the sharded constant (training's end) equals eval-nll's single-process one."""
     data = open_split("demo", "test").subset(list(range(37)))
-    c_ref, se_ref = normalization_constant(ddp_worker.build_reference_model(), data, 10.0, "gaussian", 5, 0)
-    for name in ("one", "two0", "two1"):
-        info, _ = runs[name]
-        assert info["gathered_indices"] == list(range(37)) and info["gathered_values_ok"]
-        c, se = info["constant"]
-        assert c == pytest.approx(c_ref, rel=1e-9, abs=1e-6) and se == pytest.approx(se_ref, rel=1e-6)
+    for anchor, key in (("gaussian", "constant"), ("paper", "constant_paper")):
+        c_ref, se_ref = normalization_constant(ddp_worker.build_reference_model(), data, 10.0, anchor, 5, 0)
+        for name in ("one", "two0", "two1"):
+            info, _ = runs[name]
+            assert info["gathered_indices"] == list(range(37)) and info["gathered_values_ok"]
+            c, se = info[key]
+            assert c == pytest.approx(c_ref, rel=1e-9, abs=1e-6) and se == pytest.approx(se_ref, rel=1e-6), anchor
 
 
 def test_rng_states_gathered_per_rank(runs):

@@ -24,7 +24,7 @@ def run_cli(args, capsys):
 @pytest.fixture
 def never_evaluates(monkeypatch, tmp_path):
     """A model path that exists, and a load_model that fails the test if eval-nll gets as far as opening it."""
-    import dsmctl.nll.evaluate as evaluate
+    import dsmctl.nll.evaluate as evaluate  # eval-nll (dsmctl/evaluation.py) loads the model there
 
     def opened(*args, **kwargs):
         raise AssertionError("eval-nll opened the model: the option was not checked before the work")
@@ -64,7 +64,7 @@ BAD = [
     (["--estimator", "dequantized", "--psnr", "30"], "t = 0"),
     (["--psnr-grid", "1,x"], "--psnr-grid"),
     (["--psnr-grid", "1,nan"], "--psnr-grid"),
-    (["--device", "bogus"], "--device bogus"),
+    (["--device", "bogus"], "--device 'bogus'"),
     (["--denoiser", "/nonexistent/run"], "--denoiser /nonexistent/run"),
 ]
 

@@ -92,6 +92,29 @@ def test_resolve_device_refuses_devices_this_machine_lacks(monkeypatch):
         resolve_device("cuda:7")
 
 
+def test_every_caller_resolves_devices_through_resolve_device(monkeypatch):
+    """eval-nll's request check, the Python API and training ask device.resolve_device (one rule, one message)."""
+    import dsmctl
+    from dsmctl.device import training_device
+    from dsmctl.nll.evaluate import ESTIMATORS
+    from dsmctl.nll.request import EvalRequest, RequestError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(RequestError, match=r"--device cuda:2: this machine has 2 CUDA GPUs; expected cuda:0..cuda:1"):
+        EvalRequest("m", device="cuda:2").check(ESTIMATORS)
+    with pytest.raises(DeviceError, match=r"device='cuda:2': this machine has 2 CUDA GPUs; expected cuda:0..cuda:1"):
+        dsmctl.load("no-such-run", device="cuda:2")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    assert training_device() == torch.device("cuda", 1)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    assert training_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RequestError, match="no CUDA GPU"):
+        EvalRequest("m", device="cuda").check(ESTIMATORS)
+
+
 # ---------------------------------------------------------------- recipe YAML
 
 def bomb(levels):

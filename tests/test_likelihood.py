@@ -130,3 +130,23 @@ def test_energies_do_not_depend_on_batch_size(gen):
     a = one_shot_nll(dens, x, t=0.3, constant=(0.0, 0.0), batch_size=7, return_per_image=True)[2]
     b = one_shot_nll(dens, x, t=0.3, constant=(0.0, 0.0), batch_size=50, return_per_image=True)[2]
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("anchor", ["paper", "gaussian"])
+def test_both_constant_paths_give_the_written_out_formula(anchor):
+    """The constant of eval-nll (likelihood.normalization_constant) and of training's end (engine/dist_eval.py, one
+    process here; two in test_distributed.py) against the formula written out in tests/reference.py:
+    paper c = (d/2) log(2 pi e t_max) - mean U(y, t_max); gaussian c = mean [G(y) - U(y, t_max)]."""
+    import reference
+    from dsmctl.data import open_split
+    from dsmctl.engine import dist_eval
+
+    data = open_split("demo", "test").subset(np.arange(30))
+    _, x = reference.images(30)
+    model = Shifted(Gaussian.isotropic(x.shape[1:], 0.3, mean=torch.full((x[0].numel(),), 0.4)), 17.5)
+    t_max = 10.0
+    want = (reference.paper_anchor_constant if anchor == "paper" else reference.gaussian_anchor_constant)(model, x, t_max)
+    single = normalization_constant(model, data, t_max, anchor, batch_size=7, seed=0)
+    dist = dist_eval.normalization_constant(None, model, data, t_max, anchor, 11, 0)
+    for c, se in (single, dist):
+        assert c == pytest.approx(want[0], abs=1e-4) and se == pytest.approx(want[1], rel=1e-3)

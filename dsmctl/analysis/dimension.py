@@ -125,10 +125,11 @@ def run(ckpt, t_grid=None, draws=100, n_images=16, source=None, split=None, batc
         out=None, plot=None, plot_images=None, log=None):
     """dsmctl dimension: profile the first n_images of the evaluation split; write rows, means and a plot."""
     from ..nn.model_file import load_model
-    from ..nll.evaluate import open_eval_data, pick_device
+    from ..device import resolve_device
+    from ..nll.evaluate import open_eval_data
     from ..nll.likelihood import normalization_constant
 
-    device = pick_device(device)
+    device = resolve_device(device)
     model, meta = load_model(ckpt, device)
     rec = meta["recipe"]
     if t_grid is None:  # the trained range, two points per decade

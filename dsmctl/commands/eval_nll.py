@@ -79,7 +79,7 @@ def eval_nll(
       dsmctl eval-nll run --consistency
       dsmctl eval-nll run --denoising-curve --denoiser runs/den --plots figs/
     """
-    from ..nll.evaluate import evaluate
+    from ..evaluation import evaluate
     from ..nll.report import summary_lines
     from ..nll.request import EvalRequest
 

@@ -36,19 +36,19 @@ def generalize(
       dsmctl generalize --models runs/gen/N100-a --models runs/gen/N100-b --out runs/gen-100
     """
     from ..analysis import generalization as G
-    from ..nll.evaluate import pick_device
+    from ..device import resolve_device
 
     need_float(t, "--t", 0, lo_open=False, what="noise variance")
     need_float(threshold, "--memorization-threshold", what="threshold in dB/dim")
     need_int(n_eval, "--n-eval", 0)
     need_int(batch_size, "--batch-size", 1, 10 ** 7)
-    pick_device(device)  # refuses a device this machine does not have, before any work
+    resolve_device(device)  # refuses a device this machine does not have, before any work
     if out is not None:
         check_writable(out, "--out")
     if models:
         if len(models) != 2 or recipe is not None:
             raise UsageError("--models takes exactly two checkpoints (give it twice) and no recipe")
-        res = G.run_pair(models[0], models[1], n_eval, threshold, batch_size or 256, pick_device(device), out, plot,
+        res = G.run_pair(models[0], models[1], n_eval, threshold, batch_size or 256, resolve_device(device), out, plot,
                          t or 0.0)
     else:
         from ..recipe import load_recipe
@@ -66,7 +66,7 @@ def generalize(
         if r.data.subset:
             raise UsageError(f"{recipe}: data.subset is set ({r.data.subset}); generalize chooses the subsets itself")
         G.subset_specs(1, split)  # validates --split
-        res = G.run(r, ns, out, split, n_eval, threshold, batch_size, pick_device(device), progress=not quiet,
+        res = G.run(r, ns, out, split, n_eval, threshold, batch_size, resolve_device(device), progress=not quiet,
                     log=lambda text: err.print(text), plot=plot, t=t)
     err.print(G.summary_text(res["rows"]))
     if res.get("protocol"):

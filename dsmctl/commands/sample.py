@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from .common import UsageError, check_writable, emit_json, need_choice, need_float, need_int, render
+from .common import check_writable, emit_json, render
 
 
 def sample(
@@ -45,66 +45,34 @@ def sample(
       dsmctl sample runs/quickstart --seeds 0-63 --sampler mala --steps 30 --out samples/qs-mala --json
       torchrun --standalone --nproc_per_node 4 -m dsmctl sample RUN --seeds 0-9999 --out samples/big
     """
-    from ..sample import generate as generation
-    from ..sample import files as sample_io
     from ..progress import FractionProgress
+    from ..sample import generate as generation
+    from ..sample.files import summary_lines
+    from ..sample.request import SampleRequest
 
-    check_options(ckpt, out, n, seeds, sampler, solver, steps, t_max, t_min, schedule, init, h0, h_schedule, beta,
-                  noise_estimate, max_iters, langevin_steps, step_scale, predictor, batch_size, device, grid, merge)
+    request = SampleRequest(
+        ckpt, out=out, n=n, seeds=seeds, sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min,
+        schedule=schedule, init=init, h0=h0, h_schedule=h_schedule, beta=beta, noise_estimate=noise_estimate,
+        max_iters=max_iters, langevin_steps=langevin_steps, step_scale=step_scale, predictor=predictor,
+        batch_size=batch_size, device=device, shard=shard, merge=merge, grid=grid)
+    check_request(request)
     if merge:
         res = generation.merge_dir(ckpt, out, grid)
     else:
-        seed_list = sample_io.parse_seeds(seeds) if seeds is not None else list(range(n))
-        with FractionProgress(f"sample {sampler}, {len(seed_list)} seeds", not quiet) as bar:
-            res = generation.sample_checkpoint(
-                ckpt, seed_list, out, batch_size=batch_size, device=device, shard=shard, grid_n=grid, progress=bar,
-                sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min, schedule=schedule,
-                init=init, h0=h0, h_schedule=h_schedule, beta=beta, noise_estimate=noise_estimate,
-                max_iters=max_iters, langevin_steps=langevin_steps, step_scale=step_scale, predictor=predictor)
-    from ..sample.files import summary_lines
-
+        with FractionProgress(f"sample {sampler}, {request.count()} seeds", not quiet) as bar:
+            res = generation.sample_checkpoint(request, progress=bar)
     render(summary_lines(res))
     if as_json:
         emit_json(res)
 
 
-def check_options(ckpt, out, n, seeds, sampler, solver, steps, t_max, t_min, schedule, init, h0, h_schedule, beta,
-                  noise_estimate, max_iters, langevin_steps, step_scale, predictor, batch_size, device, grid, merge):
+def check_request(request):
     """Every option checked before the model is loaded or --out is created; the seeds without expanding them."""
-    from ..device import resolve_device
-    from ..sample import files as sample_io
-    from ..sample.samplers import SAMPLERS, SCHEDULES, SOLVERS
-
-    need_choice(sampler, "--sampler", SAMPLERS)
-    need_choice(solver, "--solver", SOLVERS)
-    need_choice(schedule, "--schedule", SCHEDULES)
-    need_choice(init, "--init", ("data", "model", "zero"))
-    need_choice(h_schedule, "--h-schedule", ("constant", "paper"))
-    need_choice(noise_estimate, "--noise-estimate", ("schedule", "residual", "time-score"))
-    need_choice(predictor, "--predictor", ("ode", "sde", "none"))
-    need_int(steps, "--steps", 1, 10 ** 7)
-    need_float(t_max, "--t-max", 0, what="noise variance")
-    need_float(t_min, "--t-min", 0, what="noise variance")
-    if t_min is not None and t_max is not None and t_min >= t_max:
-        raise UsageError(f"--t-min {t_min:g}: expected a noise variance below --t-max {t_max:g}")
-    need_float(h0, "--h0", 0, 1, what="step size")
-    need_float(beta, "--beta", 0, 1)
-    need_int(max_iters, "--max-iters", 1, 10 ** 7)
-    need_int(langevin_steps, "--langevin-steps", 1, 10 ** 6)
-    need_float(step_scale, "--step-scale", 0)
-    need_int(batch_size, "--batch-size", 1, 10 ** 7)
-    need_int(grid, "--grid", 0, 10 ** 5)
-    resolve_device(device)
-    check_writable(out, "--out")
-    if merge:
-        return
-    if n is None and seeds is None:
-        raise UsageError("sample: give --n N or --seeds LIST")
-    need_int(n, "--n", 1)
-    count = sample_io.count_seeds(sample_io.seed_ranges(seeds)) if seeds is not None else n
-    if n is not None and count != n:
-        raise UsageError(f"--n {n} but --seeds {seeds!r} lists {count} seeds")
-    memory_for_seeds(ckpt, count, "--seeds " + seeds if seeds is not None else f"--n {n}")
+    request.check()
+    check_writable(request.out, "--out")
+    if not request.merge:
+        seeds = request.seeds
+        memory_for_seeds(request.model, request.count(), "--seeds " + seeds if seeds is not None else f"--n {request.n}")
 
 
 def memory_for_seeds(ckpt, count, what):

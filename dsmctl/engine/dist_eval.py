@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-from ..nll.likelihood import ANCHOR_STREAM, energies, fit_anchor, stderr
+from ..nll.likelihood import ANCHOR_STREAM, constant_from_energies, energies, fit_anchor
 from .errors import TrainError
 from .precision import exact_fp32
 
@@ -37,7 +37,8 @@ def gather_per_image(acc, n, idx, *values):
 
 @torch.no_grad()
 def normalization_constant(acc, model, data, t_max, anchor, batch_size, seed):
-    """(c, stderr) as in likelihood.normalization_constant, computed on shards of `data` by all processes."""
+    """(c, stderr) as likelihood.normalization_constant gives it (the same formula: likelihood.constant_from_energies),
+    the energies computed on shards of `data` by all processes and gathered by dataset index."""
     world, rank = (1, 0) if acc is None else (acc.num_processes, acc.process_index)
     device = None if acc is None else acc.device
     part = data.subset(shard(len(data), rank, world))
@@ -52,8 +53,4 @@ def normalization_constant(acc, model, data, t_max, anchor, batch_size, seed):
     if len(idx) != len(expected) or not np.array_equal(idx.numpy(), expected):
         raise TrainError(f"sharded evaluation covered {len(idx)} images ({len(np.unique(idx.numpy()))} distinct), "
                          f"expected each of {len(data)} exactly once")
-    if anchor == "paper":
-        per_image = 0.5 * data.d * math.log(2 * math.pi * math.e * t_max) - u
-    else:
-        per_image = g - u
-    return per_image.mean().item(), stderr(per_image)
+    return constant_from_energies(u, data.d, t_max, anchor, g if anchor == "gaussian" else None)

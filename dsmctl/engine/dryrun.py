@@ -3,10 +3,9 @@ check that refuses, before anything is built or written, a recipe whose sizes ca
 import math
 import os
 
-import torch
-
 from .. import data as data_mod
 from ..budget import need_memory
+from ..device import training_device
 from ..nn.build import check_shape
 from ..nn.size import model_size
 from .errors import TrainError
@@ -15,14 +14,6 @@ BYTES = 4  # float32
 # Training keeps about three copies of the activations (forward, first backward, their graph: the loss
 # differentiates the network twice); weights, gradients and two Adam moments are four copies of the weights.
 TRAIN_COPIES, STATE_COPIES = 3, 4
-
-
-def training_device():
-    """The device one training process will use (Accelerate's choice: its local GPU, else the CPU)."""
-    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    if torch.cuda.is_available() and not use_cpu:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def estimate(recipe, shape, world=1):

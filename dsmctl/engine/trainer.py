@@ -114,10 +114,11 @@ def check_world(recipe, world):
 def make_accelerator(recipe, run_dir):
     from accelerate import Accelerator
 
-    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    from ..device import training_device
+
     kwargs = {"log_with": "tensorboard", "project_dir": str(run_dir)} if recipe.train.tensorboard else {}
     # Precision is the recipe's (train.precision), applied by us: accelerate's own autocast stays off.
-    return Accelerator(mixed_precision="no", cpu=use_cpu or not torch.cuda.is_available(), **kwargs)
+    return Accelerator(mixed_precision="no", cpu=training_device().type == "cpu", **kwargs)
 
 
 def build_optimizer(model, optim):

@@ -1,4 +1,4 @@
-"""eval-nll: check the request, load the model, pick the evaluation data, run an estimator, add baselines and extras.
+"""eval-nll's estimate: check the request, load the model, pick the evaluation data, run an estimator, add baselines.
 
 Estimators (ESTIMATORS below): "one-shot" (the paper's protocol; on 8-bit data a plug-in, not a bound),
 "dequantized" (8-bit data: importance-weighted upper bounds on the discrete NLL), "pf-ode" (probability-flow ODE
@@ -6,30 +6,26 @@ from the same network's grad_y U). The default, "auto", is the bound on 8-bit im
 otherwise; the one-shot (plug-in) number always stands beside it, with their paired difference and flags
 (nll/flags.py) for results no normalized model can give.
 A new estimator is one module with `estimate(model, data, request) -> Estimate` (nll/request.py) and one line here.
+The extras that are not estimates (figures, denoising curve) are added by eval-nll's orchestration, dsmctl/evaluation.py.
 """
 import math
 import time
 from dataclasses import replace
-from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from .. import data as data_mod
 from .. import units
+from ..device import resolve_device
 from ..nn.model_file import load_model
 from . import dequantize, flags, one_shot, pfode
 from .likelihood import fit_anchor, normalization_constant
-from .report import draw_plots, model_label, summary_lines, write_per_image  # noqa: F401  (eval-nll's report)
+from .report import model_label, summary_lines, write_per_image  # noqa: F401  (eval-nll's report)
 from .request import EvalRequest, RequestError
 
 ESTIMATORS = {"one-shot": one_shot, "dequantized": dequantize, "pf-ode": pfode}
-
-
-def pick_device(device=None):
-    from ..device import resolve_device
-
-    return resolve_device(device)
 
 
 def open_eval_data(meta, source=None, split=None, n_images=None, start=0):
@@ -52,9 +48,30 @@ def eval_nll(ckpt, log=None, **options):
     return evaluate(EvalRequest(ckpt, **options), log)
 
 
+class Evaluated(NamedTuple):
+    """What eval-nll's extras (dsmctl/evaluation.py) need beside the result: the request resolved against the model
+    file, the loaded model, the evaluated images, the chosen estimator's per-image -log p (nats) by dataset index,
+    the device."""
+    request: object
+    model: object
+    data: object
+    indices: object
+    nll: object
+    device: object
+    is_denoiser: bool
+
+
 def evaluate(request, log=None):
-    """Returns a JSON-ready dict: the model's NLL with its protocol, baselines where available, and the extras
-    asked for (per-image file, plots, consistency prediction, denoising curve). log: a callable for progress lines."""
+    """Returns a JSON-ready dict: the model's NLL with its protocol, baselines where available, the per-image file
+    and consistency prediction asked for. log: a callable for progress lines. The figures and the denoising curve
+    are not estimates: dsmctl.evaluation.evaluate adds them (this refuses a request that asks for them)."""
+    if request.plots is not None or request.wants_denoising:
+        raise ValueError("--plots and the denoising curve are eval-nll's extras: use dsmctl.evaluation.evaluate")
+    return evaluate_parts(request, log)[0]
+
+
+def evaluate_parts(request, log=None):
+    """(evaluate's dict, Evaluated) for the extras; the request's plots and denoising options are left to the caller."""
     from ..engine.precision import exact_fp32
 
     request.check(ESTIMATORS)
@@ -64,7 +81,7 @@ def evaluate(request, log=None):
 
 def _evaluate(request, log):
     ckpt = request.model
-    device = pick_device(request.device)
+    device = resolve_device(request.device)
     model, meta = load_model(ckpt, device, request.weights)
     is_denoiser = meta["recipe"]["model"]["kind"] == "denoiser"
     if is_denoiser and request.estimator not in ("auto", "pf-ode"):
@@ -136,17 +153,11 @@ def _evaluate(request, log):
         write_per_image(req.per_image, chosen.indices, chosen.nll, data.d, data.quantization_bits if not req.t else None,
                         columns)
         out["per_image"] = str(req.per_image)
-    if req.plots:
-        out["plots"] = draw_plots(req.plots, data, chosen.indices, chosen.nll, req.estimator, ckpt)
     out.update(base)
     if req.consistency:
         out["consistency"] = run_consistency(model, data, meta["recipe"]["noise"]["t_min"], req.t_max, req.draws,
                                              req.batch_size, req.seed, device)
-    if req.wants_denoising:
-        out["denoising"] = run_denoising(model, ckpt, data, {"psnrs": req.psnrs, "denoiser": req.denoiser},
-                                         req.batch_size, req.seed, device, req.plots,
-                                         "denoiser" if is_denoiser else "energy")
-    return out
+    return out, Evaluated(req, model, data, chosen.indices, chosen.nll, device, is_denoiser)
 
 
 def check_flags(out, req, reference, d):
@@ -234,19 +245,3 @@ def run_consistency(model, data, t_min, t_max, draws, batch_size, seed, device, 
             f"(Stein form), {n} levels log-spaced in [{t_min:g}, {t_max:g}], {draws} draws, {len(data)} images of "
             f"{data.name}, seed {seed}; integrated over log t: the first-order PF-ODE - one-shot difference"}
 
-
-def run_denoising(model, ckpt, data, opts, batch_size, seed, device, plots=None, kind="energy"):
-    from ..analysis.denoising import DEFAULT_PSNRS, denoising_curve
-
-    psnrs = opts.get("psnrs") or DEFAULT_PSNRS
-    curves = {f"{model_label(ckpt)} ({kind})": denoising_curve(model, data, psnrs, batch_size, seed, device)}
-    if opts.get("denoiser"):
-        den, dmeta = load_model(opts["denoiser"], device, opts.get("weights", "auto"))
-        curves[f"{model_label(opts['denoiser'])} ({dmeta['recipe']['model']['kind']}, --denoiser)"] = denoising_curve(den, data, psnrs, batch_size, seed, device)
-    res = {"curves": curves, "protocol": f"noise keyed by dataset index (seed {seed}), {len(data)} images of "
-           f"{data.name}; output PSNR per image, no clipping, mean over images"}
-    if plots:
-        from ..analysis import plots as P
-
-        res["plot"] = str(P.denoising_curves(curves, Path(plots) / "denoising.png", f"denoising, {data.name}"))
-    return res

@@ -73,12 +73,27 @@ def normalization_constant(model, data, t_max=1e3, anchor="paper", batch_size=25
         raise ValueError(f"unknown anchor '{anchor}'; expected one of {ANCHORS}")
     data = ArrayData.wrap(data)
     idx, u = energies(model, data, t_max, batch_size, seed, ANCHOR_STREAM, device)
-    if anchor == "paper":
-        per_image = 0.5 * data.d * math.log(2 * math.pi * math.e * t_max) - u
-    else:
+    g = None
+    if anchor == "gaussian":
         gauss = anchor_density or fit_anchor(data)
         _, g = energies(gauss, data, t_max, batch_size, seed, ANCHOR_STREAM, None, torch.float64)
+    return constant_from_energies(u, data.d, t_max, anchor, g)
+
+
+def constant_from_energies(u, d, t_max, anchor, g=None):
+    """The constant's formula, shared by eval-nll and the end of training (engine/dist_eval.py): from the per-image
+    network energies u_i = U(y_i, t_max) of the noisy anchor images y_i (and, for the 'gaussian' anchor, the anchor
+    Gaussian's energies g_i = G(y_i) of the same images), c = mean_i c_i and its standard error, where
+      paper:    c_i = (d/2) log(2 pi e t_max) - u_i
+      gaussian: c_i = g_i - u_i."""
+    if anchor == "paper":
+        per_image = 0.5 * d * math.log(2 * math.pi * math.e * t_max) - u
+    elif anchor == "gaussian":
+        if g is None:
+            raise ValueError("the gaussian anchor needs the anchor Gaussian's energies g")
         per_image = g - u
+    else:
+        raise ValueError(f"unknown anchor '{anchor}'; expected one of {ANCHORS}")
     return per_image.mean().item(), stderr(per_image)
 
 

@@ -1,8 +1,6 @@
-"""eval-nll's report: the human summary, the per-image file and the figures (numbers come from nll/evaluate.py)."""
+"""eval-nll's report: the human summary and the per-image file (numbers come from nll/evaluate.py; the figures are
+drawn by dsmctl/evaluation.py)."""
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from .. import units
 from ..fileio import write_rows
@@ -87,24 +85,6 @@ def write_per_image(path, idx, nll, d, qbits, extra=None):
         row.update({name: values[k] for name, values in extra.items()})
         rows.append(row)
     write_rows(path, rows)
-
-
-def draw_plots(directory, data, idx, nll, estimator, ckpt):
-    from ..analysis import plots as P
-
-    directory = Path(directory)
-    ok = torch.isfinite(nll)
-    log_p = units.log_p_db_per_dim(nll[ok].numpy(), data.d)
-    title = f"{model_label(ckpt)}: {estimator} log p, {data.name}"
-    hist = P.log_p_histogram(log_p, directory / "log_p_histogram.png", title)
-    # dataset index -> position in this view, to fetch the images themselves
-    where = {int(i): p for p, i in enumerate(data.index(np.arange(len(data))))}
-    pos = np.array([where[int(i)] for i in idx[ok].tolist()])
-    order = np.argsort(-log_p)
-    pick = order[np.unique(np.linspace(0, len(order) - 1, min(12, len(order))).round().astype(int))]
-    images = data.batch(pos[pick]).numpy()
-    strip = P.image_strip(images, log_p[pick], directory / "log_p_strip.png", title)
-    return [str(hist), str(strip)]
 
 
 def model_label(ckpt):

@@ -184,22 +184,14 @@ class EvalRequest:
         return replace(self, estimator="dequantized" if quantization_bits == 8 and not self.t else "one-shot")
 
 
-def check_device(device, label=None):
-    """Refuse a device torch cannot parse or this machine does not have. label: how to name it in the message."""
-    import torch
+def check_device(device):
+    """Refuse a device this machine does not have (device.resolve_device's check), as a RequestError."""
+    from ..device import DeviceError, resolve_device
 
-    label = label or f"--device {device}"
-    if device in (None, "auto"):
-        return
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise RequestError(f"{label}: expected auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RequestError(f"{label}: no CUDA device is available here; use cpu or auto")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RequestError(f"{label}: only {torch.cuda.device_count()} CUDA device(s) here")
+        resolve_device(device)
+    except DeviceError as e:
+        raise RequestError(str(e)) from None
 
 
 def check_writable_file(option, path):

@@ -19,7 +19,7 @@ from .. import data as data_mod
 from .. import units
 from . import files as sample_files
 from ..nn.model_file import load_model, resolve_model_path
-from ..nll.evaluate import pick_device
+from ..device import resolve_device
 from ..fileio import clean_stale_temporaries, write_json
 from .samplers import SamplerConfig, sample
 
@@ -108,19 +108,19 @@ def sampler_setup(meta, name, **config):
     return cfg, start, init_note
 
 
-def sample_checkpoint(ckpt, seeds, out_dir, batch_size=64, device=None, shard=None, grid_n=64, progress=None,
-                      merge_timeout=3600.0, dtype=torch.float32, **config):
-    """Sample `seeds` from a checkpoint into out_dir; returns the run summary (rank 0 / single process) or
-    this shard's summary. `config` holds SamplerConfig fields (None = default)."""
-    device = pick_device(device)
+def sample_checkpoint(request, progress=None, merge_timeout=3600.0, dtype=torch.float32):
+    """Sample a SampleRequest's seeds (sample/request.py, checked) from its model into request.out; returns the run
+    summary (rank 0 / single process) or this shard's summary."""
+    ckpt, seeds, batch_size, grid_n = request.model, request.seed_list(), request.batch_size, request.grid
+    device = resolve_device(request.device)
     model_path = resolve_model_path(ckpt)
     model, meta = load_model(model_path, device)
     shape = tuple(meta["shape"])
-    cfg, start, init_note = sampler_setup(meta, ckpt, **config)
-    rank, world, from_env = parse_shard(shard)
+    cfg, start, init_note = sampler_setup(meta, ckpt, **request.sampler_options())
+    rank, world, from_env = parse_shard(request.shard)
     sig = signature(model_path, meta, cfg, seeds, dtype)
     my_seeds = seeds[rank::world]
-    out_dir = Path(out_dir)
+    out_dir = Path(request.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:  # temporaries of a killed earlier run (.samples.npz.tmp-PID.npz, ...), their PID gone
         clean_stale_temporaries(out_dir)

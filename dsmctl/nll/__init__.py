@@ -1,0 +1,1 @@
+"""NLL estimators of a trained model (one-shot, dequantized, PF-ODE), their constant, request and report."""
