@@ -72,24 +72,32 @@ def test_import_is_cheap_and_has_no_cli_stack():
 
 def test_log_prob_and_bits_per_dim_equal_eval_nll_stored_constant(shifted, tmp_path):
     run = shifted
-    per_image = tmp_path / "logp.csv"
+    per_image, bound_file = tmp_path / "logp.csv", tmp_path / "bound.csv"
     doc = json.loads(cli("eval-nll", run, "--stored-constant", "--n-images", 40, "--per-image", per_image,
-                         "--json").stdout)
-    rows = list(csv.DictReader(open(per_image)))
+                         "--estimator", "one-shot", "--json").stdout)
+    bound_doc = json.loads(cli("eval-nll", run, "--stored-constant", "--n-images", 40, "--per-image", bound_file,
+                               "--json").stdout)
+    rows, bound_rows = list(csv.DictReader(open(per_image))), list(csv.DictReader(open(bound_file)))
     m = dsmctl.load(run)
     data = dsmctl.open_data("demo", split="test")
     x = data[:40]
     assert [int(r["index"]) for r in rows] == data.indices()[:40].tolist()
-    log_p, bpd = m.log_prob(x), m.bits_per_dim(x)
+    log_p, bpd = m.log_prob(x), m.bits_per_dim(x, protocol="plug-in")
     assert close(-log_p, [float(r["energy"]) for r in rows])
     assert close(bpd, [float(r["bits_per_dim"]) for r in rows])
     n = doc["nll"]
     assert n["quantization_bits"] == 8 and m.constant == n["constant"] == m.meta["normalization"]["constant"]
     assert abs(m.constant) > 39
     assert close(bpd.mean(), n["bits_per_dim"]) and close(-log_p.mean() / m.d, n["nats_per_dim"])
+    # The default on 8-bit images is the bound, as eval-nll's default, image by image (keyed by dataset index).
+    assert bound_doc["estimator"] == "dequantized" and bound_doc["nll"]["is_bound"]
+    bound = m.bits_per_dim(dsmctl.open_data("demo", split="test", n=40))
+    assert close(bound, [float(r["bits_per_dim"]) for r in bound_rows])
+    assert close(bound.mean(), bound_doc["nll"]["bits_per_dim"]) and not close(bound, bpd)
+    assert close(bound_doc["one_shot"]["bits_per_dim"], bpd.mean())
     # An Images view and a uint8 tensor are read the same way (k/255, +8 for 8-bit data).
-    assert close(m.bits_per_dim(dsmctl.open_data("demo", split="test", n=40)), bpd)
-    assert close(m.bits_per_dim((x * 255).round().to(torch.uint8)), bpd)
+    assert close(m.bits_per_dim(dsmctl.open_data("demo", split="test", n=40), protocol="plug-in"), bpd)
+    assert close(m.bits_per_dim((x * 255).round().to(torch.uint8), protocol="plug-in"), bpd)
     assert close(m.bits_per_dim(x, quantization_bits=None), bpd - 8)
     # The energy is U alone: log p = -(U + c).
     assert close(-(m.energy(x) + m.constant), log_p)
