@@ -150,14 +150,41 @@ def readme_python_example():
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_readme_python_example_runs_as_written(run, tmp_path, monkeypatch, capsys):
+def test_readme_python_example_prints_the_cli_numbers(shifted, tmp_path, monkeypatch):
+    """The README example, run as written (its print calls recorded), prints what the CLI and the formulas give:
+    log p of the 16 patches = -(eval-nll --stored-constant's per-image energy), their mean bits/dim = eval-nll's,
+    log p_t of the noisy patches = -(U(y, t) + c) and the denoiser's error computed here from U, 8-bit samples of
+    the printed shape, and the stored normalization. The model's constant is moved by 40 nats (fixture
+    `shifted`), so an example that drops the constant cannot pass."""
+    import reference
+
     code = readme_python_example()
     assert 'dsmctl.load("runs/quickstart")' in code
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "quickstart").symlink_to(run)
+    run = tmp_path / "runs" / "quickstart"
+    run.mkdir(parents=True)
+    (run / "model.safetensors").symlink_to(shifted)
+    per_image = tmp_path / "logp.csv"
+    doc = json.loads(cli("eval-nll", run, "--stored-constant", "--n-images", 16, "--per-image", per_image,
+                         "--json").stdout)
+    printed = []
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md (Python API)", "exec"), {"__name__": "__main__"})
-    assert capsys.readouterr().out.strip()
+    names = {"__name__": "__main__", "print": lambda *values: printed.append(values)}
+    exec(compile(code, "README.md (Python API)", "exec"), names)
+
+    (log_p,), (bpd,), (log_p_t,), (mse,), (shape, norm) = printed
+    energies = [float(r["energy"]) for r in csv.DictReader(open(per_image))]
+    assert len(energies) == 16 and close(-log_p, energies)
+    assert close(bpd, doc["nll"]["bits_per_dim"])
+    m, x, y = names["m"], names["x"], names["y"]
+    c = doc["nll"]["constant"]
+    assert abs(c) > 39 and close(-log_p_t, reference.energy(m.net, y, 0.01) + c)
+    yy = y.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(m.net(yy, 0.01, need=("energy",), create_graph=True).energy.sum(), yy)
+    assert close(mse, ((y - 0.01 * grad) - x).square().mean(), 1e-4)  # Tweedie from U itself
+    assert tuple(shape) == (4, 1, 16, 16)
+    samples = names["samples"]  # (that they are dsmctl sample's images: test_sample_equals_dsmctl_sample)
+    assert torch.equal(samples, (samples * 255).round() / 255) and 0 <= samples.min() <= samples.max() <= 1
+    assert norm["constant"] == c and norm["anchor"] == doc["nll"]["anchor"]
 
 
 def test_docs_api_example_runs_as_written(run, tmp_path, monkeypatch, capsys):

@@ -34,10 +34,29 @@ def test_prepare_train_eval_end_to_end(tmp_path):
     doc = json.loads(r.stdout)  # exactly one JSON document on stdout
     nll = doc["nll"]
     assert nll["n_images"] == 100 and nll["quantization_bits"] == 8 and nll["t"] == 0.0
-    assert np.isfinite(nll["bits_per_dim"]) and doc["baseline"]["quantization_bits"] == 8
+    assert doc["baseline"]["quantization_bits"] == 8
     assert "bits/dim" in r.stderr and "protocol" in r.stderr
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert rows[0] == "index,energy,log_p_db_per_dim,bits_per_dim" and len(rows) == 101
+    # The numbers, recomputed from the formulas (tests/reference.py) on the same 100 images: the constant (gaussian
+    # anchor, t_max 10), each image's -log p = U + c, its bits/dim (+8) and log p in dB/dim, and their mean.
+    import reference
+    from dsmctl.nn.model_file import load_model
+
+    model, _ = load_model(run)
+    _, x = reference.images(100)
+    c, c_se = reference.gaussian_anchor_constant(model, x, 10.0)
+    assert nll["constant"] == pytest.approx(c, abs=1e-4) and nll["constant_stderr"] == pytest.approx(c_se, rel=1e-3)
+    bits = reference.one_shot_bits(model, x, c)
+    table = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
+    assert table[:, 0].tolist() == list(range(100))
+    d = 256
+    assert np.allclose(table[:, 1], (bits.numpy() - 8) * d * reference.LN2, rtol=1e-6, atol=1e-4)
+    assert np.allclose(table[:, 3], bits.numpy(), rtol=1e-6, atol=1e-6)
+    assert np.allclose(table[:, 2], reference.log_p_db(table[:, 1], d), rtol=1e-9)
+    assert nll["bits_per_dim"] == pytest.approx(float(bits.mean()), abs=1e-6)
+    se = np.hypot(float(bits.std()) / np.sqrt(100), c_se / (d * reference.LN2))  # images' spread and the constant's
+    assert nll["bits_per_dim_stderr"] == pytest.approx(se, rel=1e-3)
 
 
 def test_every_command_has_help():
@@ -77,7 +96,19 @@ def test_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path):
 
 
 def test_dry_run_of_the_paper_recipe_before_the_data_exists():
+    """The dry run sizes the model from the recipe alone (nn/size.py); the network built from the same recipe has
+    that many parameters, and the memory it reports holds at least the weights, gradients and two Adam moments."""
+    import torch
+
+    from dsmctl.nn.build import build_model
+    from dsmctl.recipe import load_recipe
+
     r = dsmctl("train", "recipes/imagenet64.yaml", "--dry-run", "--shape", "3,64,64", "--json", cwd=ROOT)
     doc = json.loads(r.stdout)
-    assert doc["parameters"] == 8_649_856 and doc["shape"] == [3, 64, 64]
-    assert doc["recipe"]["optim"]["lr"] == 5e-4 and doc["recipe"]["train"]["batch_size"] == 128
+    recipe = load_recipe(ROOT / "recipes" / "imagenet64.yaml")
+    with torch.device("meta"):  # the parameters' shapes without allocating them
+        built = sum(p.numel() for p in build_model(recipe.model, (3, 64, 64)).parameters())
+    assert doc["parameters"] == built == 8_649_856 and doc["shape"] == [3, 64, 64] and doc["d"] == 3 * 64 * 64
+    assert doc["memory_gib"] * 2**30 >= 4 * 4 * built  # float32 weights, gradients, Adam's two moments
+    assert doc["batch_per_process"] == recipe.train.batch_size == 128 and doc["world_size"] == 1
+    assert doc["recipe"]["optim"]["lr"] == recipe.optim.lr == 5e-4
