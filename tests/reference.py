@@ -75,6 +75,16 @@ def dequantized_bits(model, x, c, draws, seed=0):
     return (torch.stack(cols, 1) + c) / (d * LN2) + 8
 
 
+def iw_dequantized_bits(model, x, c, draws, seed=0):
+    """(N,) importance-weighted bound in bits/dim: -log2 (1/K) sum_k p(x + u_k) / 256^-d per dim, the uniform draws
+    of dequantized_bits (log-mean-exp of the per-draw nats, written out)."""
+    d = x[0].numel()
+    nats = (dequantized_bits(model, x, c, draws) - 8) * d * LN2  # (N, K): U(x + u_k) + c
+    m = (-nats).max(1, keepdim=True).values
+    lme = m[:, 0] + torch.log(torch.exp(-nats - m).mean(1))  # log (1/K) sum exp(-nats)
+    return -lme / (d * LN2) + 8
+
+
 def psnr_out(model, x, psnr_in, seed=0):
     """Mean over images of -10 log10(mean_pixels (D(y, t) - x)^2), t = 10^(-psnr_in / 10), D = y - t grad_y U."""
     t = 10 ** (-psnr_in / 10)

@@ -112,13 +112,32 @@ def test_eval_nll_estimators_and_outputs(tiny_run, tmp_path):
     c, _ = ref.gaussian_anchor_constant(model, x, 10.0)
     assert doc["nll"]["constant"] == pytest.approx(c, abs=1e-4)
     bits = ref.dequantized_bits(model, x, c, draws=2)  # (8 images, 2 draws)
-    assert doc["nll"]["bits_per_dim"] == pytest.approx(bits.mean().item(), rel=1e-6)
+    assert doc["nll"]["bits_per_dim"] == pytest.approx(ref.iw_dequantized_bits(model, x, c, 2).mean().item(), rel=1e-6)
+    assert doc["nll"]["jensen_bits_per_dim"] == pytest.approx(bits.mean().item(), rel=1e-6)
     assert doc["nll"]["draw_means_bits_per_dim"] == pytest.approx(bits.mean(0).tolist(), rel=1e-6)
+    assert [r["draws"] for r in doc["nll"]["convergence"]] == [1, 2]
+    assert doc["nll"]["convergence"][0]["bits_per_dim"] == pytest.approx(bits[:, 0].mean().item(), rel=1e-6)
     assert doc["one_shot"]["bits_per_dim"] == pytest.approx(ref.one_shot_bits(model, x, c).mean().item(), rel=1e-6)
     # The baseline goes through the same estimator (its own dequantization draws).
     assert doc["baseline"]["draws"] == 2
-    assert doc["baseline"]["bits_per_dim"] == pytest.approx(ref.dequantized_bits(gauss, x, 0.0, 2).mean().item(),
+    assert doc["baseline"]["bits_per_dim"] == pytest.approx(ref.iw_dequantized_bits(gauss, x, 0.0, 2).mean().item(),
                                                             rel=1e-6)
+
+    # The dequantized PF-ODE starts from x + u (the bound's first uniform draw) and is paired with the one-shot K = 1
+    # bound at the same x + u and t = t_min.
+    r = invoke("eval-nll", tiny_run, "--estimator", "pf-ode", "--dequantize", "--n-images", "2", "--rtol", "1e-3",
+               "--atol", "1e-3", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    c2, _ = ref.gaussian_anchor_constant(model, x[:2], 10.0)
+    assert doc["nll"]["dequantized"] and "upper bound" in doc["protocol"]
+    u = (ref.dequantized_bits(model, x[:2], c2, 1)[:, 0] - 8) * d * ref.LN2  # U(x + u, 0) + c, draw 0
+    start = ref.energy(model, x[:2] + (ref.indexed_uniform(np.arange(2), x.shape[1:], 0, ref.DEQUANT) - 0.5) / 256,
+                       1e-4) + c2
+    assert doc["one_shot_dequantized"]["bits_per_dim"] == pytest.approx(
+        (start.mean() / (d * ref.LN2) + 8).item(), rel=1e-6)
+    assert (start - u).abs().max() > 1e-5  # read at t_min, not at 0
+    assert "one-shot bound at the ODE's start" in doc["difference"]["protocol"]
 
 
 def test_eval_nll_denoising_curve(tiny_run, tiny_run_b, tmp_path):

@@ -32,14 +32,17 @@ def test_prepare_train_eval_end_to_end(tmp_path):
     assert (run / "model.safetensors").is_file()
     r = dsmctl("eval-nll", run, "--json", "--n-images", "100", "--per-image", tmp_path / "p.csv")
     doc = json.loads(r.stdout)  # exactly one JSON document on stdout
-    nll = doc["nll"]
-    assert nll["n_images"] == 100 and nll["quantization_bits"] == 8 and nll["t"] == 0.0
-    assert doc["baseline"]["quantization_bits"] == 8
-    assert "bits/dim" in r.stderr and "protocol" in r.stderr
+    nll, plug = doc["nll"], doc["one_shot"]
+    # On 8-bit data the headline is the bound; the paper's plug-in stands beside it, labelled as not a bound.
+    assert doc["estimator"] == "dequantized" and nll["is_bound"] and nll["draws"] == 4 and nll["bound_t"] == 0.0
+    assert nll["n_images"] == 100 and plug["quantization_bits"] == 8 and plug["t"] == 0.0
+    assert "not a bound" in plug["label"] and isinstance(doc["flags"], list)
+    assert doc["baseline"]["is_bound"]
+    assert "bits/dim" in r.stderr and "protocol" in r.stderr and "upper bound" in r.stderr
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert rows[0] == "index,energy,log_p_db_per_dim,bits_per_dim" and len(rows) == 101
     # The numbers, recomputed from the formulas (tests/reference.py) on the same 100 images: the constant (gaussian
-    # anchor, t_max 10), each image's -log p = U + c, its bits/dim (+8) and log p in dB/dim, and their mean.
+    # anchor, t_max 10), each image's plug-in -log p = U + c and bound, bits/dim (+8), log p in dB/dim, means.
     import reference
     from dsmctl.nn.model_file import load_model
 
@@ -47,16 +50,21 @@ def test_prepare_train_eval_end_to_end(tmp_path):
     _, x = reference.images(100)
     c, c_se = reference.gaussian_anchor_constant(model, x, 10.0)
     assert nll["constant"] == pytest.approx(c, abs=1e-4) and nll["constant_stderr"] == pytest.approx(c_se, rel=1e-3)
-    bits = reference.one_shot_bits(model, x, c)
+    d = 256
+    plug_bits = reference.one_shot_bits(model, x, c)
+    assert plug["bits_per_dim"] == pytest.approx(float(plug_bits.mean()), abs=1e-6)
+    se = np.hypot(float(plug_bits.std()) / np.sqrt(100), c_se / (d * reference.LN2))  # images' spread and the constant's
+    assert plug["bits_per_dim_stderr"] == pytest.approx(se, rel=1e-3)
+    bits = reference.iw_dequantized_bits(model, x, c, 4)
     table = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
     assert table[:, 0].tolist() == list(range(100))
-    d = 256
     assert np.allclose(table[:, 1], (bits.numpy() - 8) * d * reference.LN2, rtol=1e-6, atol=1e-4)
     assert np.allclose(table[:, 3], bits.numpy(), rtol=1e-6, atol=1e-6)
     assert np.allclose(table[:, 2], reference.log_p_db(table[:, 1], d), rtol=1e-9)
     assert nll["bits_per_dim"] == pytest.approx(float(bits.mean()), abs=1e-6)
-    se = np.hypot(float(bits.std()) / np.sqrt(100), c_se / (d * reference.LN2))  # images' spread and the constant's
+    se = np.hypot(float(bits.std()) / np.sqrt(100), c_se / (d * reference.LN2))
     assert nll["bits_per_dim_stderr"] == pytest.approx(se, rel=1e-3)
+    assert doc["difference"]["bits_per_dim"] == pytest.approx(float((plug_bits - bits).mean()), abs=1e-6)
 
 
 def test_every_command_has_help():
