@@ -308,8 +308,10 @@ def load_recipe(path=None, overrides=(), raw=None):
         p = Path(path)
         if p.is_dir():
             raise RecipeError(f"{path}: is a directory; expected a recipe file (YAML)")
-        if not p.is_file():
+        if not p.exists():
             raise RecipeError(f"{path}: no such recipe file")
+        if not p.is_file():  # a FIFO, a device (/dev/zero), a socket: never read (it may not end)
+            raise RecipeError(f"{path}: not a regular file; expected a recipe file (YAML)")
         if p.stat().st_size > MAX_RECIPE_BYTES:
             raise RecipeError(f"{path}: {p.stat().st_size:,} bytes; expected a recipe file of at most "
                               f"{MAX_RECIPE_BYTES:,} bytes")

@@ -97,8 +97,9 @@ def _plain(value, path):
 
 def read_yaml(text, where=""):
     """Parse YAML text into plain data, bounded (see the module docstring); raises RecipeError."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # its reader refuses control characters (a NUL byte) at once
         node = loader.get_single_node()
         if node is None:
             return None
@@ -106,13 +107,17 @@ def read_yaml(text, where=""):
         data = loader.construct_document(node)
     except RecipeError as e:
         raise RecipeError(f"{where}{e}") from None
+    except yaml.reader.ReaderError as e:
+        raise RecipeError(f"{where}not valid YAML: character #x{e.character:04x} at offset {e.position} "
+                          f"(control characters such as NUL are not allowed); expected plain text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
         problem = getattr(e, "problem", None)
         raise RecipeError(f"{where}not valid YAML{at}{': ' + problem if problem else ''}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     try:
         _plain(data, "")
     except RecipeError as e:
