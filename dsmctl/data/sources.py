@@ -22,7 +22,7 @@ import torch
 from ..nn import densities
 from . import hf, imagenet_org, torchvision_raw
 from .cache import DataError
-from .readers import ArrayReader, RangeReader, Transform, check_reader, read_all
+from .readers import ArrayReader, RangeReader, Transform, check_reader, npz_member, read_all
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".yaml", ".yml", ".xml", ".html"}
@@ -95,10 +95,10 @@ def arrays(path, layout="auto", transform=Transform()):
                 keys = list(z.keys())
                 named = [k for k in keys if k in SPLIT_NAMES]
                 if named:
-                    raw = {k: z[k] for k in named}
-                    labels = {k: z[f"{k}_labels"] for k in named if f"{k}_labels" in keys}
+                    raw = {k: npz_member(z, k, path) for k in named}
+                    labels = {k: npz_member(z, f"{k}_labels", path) for k in named if f"{k}_labels" in keys}
                 elif len(keys) == 1:
-                    raw = {"train": z[keys[0]]}
+                    raw = {"train": npz_member(z, keys[0], path)}
                 else:
                     raise DataError(f"{path}: arrays {keys}; expected arrays named train/validation/test, or a single array")
     except DataError:
@@ -112,6 +112,8 @@ def arrays(path, layout="auto", transform=Transform()):
         where = f"{path}[{k}]"
         x = check_dtype(to_nchw(v, where, layout), where)
         y = labels.get(k)
+        if y is not None and (y.ndim != 1 or y.dtype.kind not in "iu"):
+            raise DataError(f"{path}[{k}_labels]: {y.dtype} of shape {y.shape}; expected one integer label per item")
         if y is not None and len(y) != len(x):
             raise DataError(f"{path}[{k}_labels]: {len(y)} labels for {len(x)} items")
         readers[k] = ArrayReader(x, y, transform, where)
