@@ -22,6 +22,7 @@ import torch
 from ..nn import densities
 from . import hf, imagenet_org, torchvision_raw
 from .cache import DataError
+from .synthetic_spec import check_spec
 from .readers import ArrayReader, RangeReader, Transform, check_reader, npz_member, read_all
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -47,6 +48,7 @@ def demo():
 
 def synthetic(spec):
     """Samples of a closed-form density, e.g. {kind: gsm, d: 1000, n_train: 100000, n_test: 10000, seed: 0}."""
+    check_spec(spec)
     spec = dict(spec)
     n_train, n_test, seed = int(spec.pop("n_train", 10_000)), int(spec.pop("n_test", 2_000)), int(spec.pop("seed", 0))
     try:

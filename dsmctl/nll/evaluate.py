@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .. import data as data_mod
-from ..nn.model_file import load_model
+from ..nn.model_file import load_model, read_meta
 from . import dequantize, one_shot, pfode
 from .likelihood import fit_anchor, normalization_constant
 from .report import draw_plots, model_label, summary_lines, write_per_image  # noqa: F401  (eval-nll's report)
@@ -74,6 +74,8 @@ def _evaluate(request, log):
     if tuple(data.shape) != tuple(meta["shape"]):
         raise ValueError(f"{req.source}: examples of shape {tuple(data.shape)}, but the model was trained on "
                          f"{tuple(meta['shape'])}")
+    if req.wants_denoising and req.denoiser:
+        check_denoiser(req.denoiser, meta)
     if req.stored_constant and not is_denoiser:
         norm = meta.get("normalization")
         if not norm:
@@ -189,6 +191,14 @@ def run_consistency(model, data, t_min, t_max, draws, batch_size, seed, device, 
             "seconds": time.time() - t0, "protocol": f"mean t * (dU/dt - Lap U/2 + |grad U|^2/2) over noisy images "
             f"(Stein form), {n} levels log-spaced in [{t_min:g}, {t_max:g}], {draws} draws, {len(data)} images of "
             f"{data.name}, seed {seed}; integrated over log t: the first-order PF-ODE - one-shot difference"}
+
+
+def check_denoiser(path, meta):
+    """Refuse, before any work, a --denoiser trained on examples of another shape than the model's."""
+    dshape = read_meta(path)["shape"]
+    if tuple(dshape) != tuple(meta["shape"]):
+        raise RequestError(f"--denoiser {path}: trained on examples of shape {tuple(dshape)}, the model on "
+                           f"{tuple(meta['shape'])}; expected a denoiser of the same image shape")
 
 
 def run_denoising(model, ckpt, data, opts, batch_size, seed, device, plots=None, kind="energy"):
