@@ -281,6 +281,7 @@ def open_source(source, synthetic_spec=None, grayscale=False, size=None, fit="re
     readers = _holdout_and_limit(readers, holdout, limit, source)
     for name, reader in readers.items():
         check_reader(reader, getattr(reader, "where", f"{source}:{name}"))
+    check_same_shape(readers, source)
     options = {"grayscale": grayscale, "size": size, "fit": fit if size else None, "holdout": holdout,
                "layout": layout, "splits": list(splits) if splits else None, "limit": limit, "config": config,
                "revision": revision, "image_column": image_column, "label_column": label_column,
@@ -288,6 +289,16 @@ def open_source(source, synthetic_spec=None, grayscale=False, size=None, fit="re
     info = {**info, "options": options, "transform": transform.describe()}
     request = {"source": info.get("source"), "kind": kind, "options": options, "signature": signature}
     return readers, info, request
+
+
+def check_same_shape(readers, source):
+    """Refuse splits whose examples differ in shape (a model trains on one split and is evaluated on another)."""
+    shapes = {name: tuple(r.shape) for name, r in readers.items()}
+    if len(set(shapes.values())) > 1:
+        (a, sa), (b, sb) = next(iter(shapes.items())), next((k, v) for k, v in shapes.items()
+                                                              if v != next(iter(shapes.values())))
+        raise DataError(f"{source}: split {a!r} has examples of shape {sa}, split {b!r} {sb}; expected every split "
+                        f"of one shape (use --size / --grayscale to make them so, or --split to take some)")
 
 
 def _holdout_and_limit(readers, holdout, limit, source):
