@@ -271,9 +271,10 @@ def _batch(batch_size):
 def _noise_level(t):
     if isinstance(t, torch.Tensor) and t.numel() == 1:
         t = t.item()
-    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not math.isfinite(t) or t < 0:
-        raise ValueError(f"t={t!r}: expected a finite noise variance >= 0 (a float; PSNR p dB is t = 10^(-p/10))")
-    return float(t)
+    from .units import check_t
+
+    label = f"t={t!r} (PSNR p dB is t = 10^(-p/10))"
+    return check_t(t if isinstance(t, (int, float, np.floating, np.integer)) else None, label)
 
 
 def _device(device, pick_device):

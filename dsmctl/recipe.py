@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 
+from .units import T_LIMIT
 from .recipe_yaml import FLOAT_LIMIT, INT_LIMIT, MAX_RECIPE_BYTES, RecipeError, read_yaml, show  # noqa: F401
 
 
@@ -149,6 +150,9 @@ def _check_values(r, where):
         value = getattr(getattr(r, sec), name)
         need(value in allowed, key, "one of " + ", ".join(allowed), value)
     need(r.noise.t_min > 0, "noise.t_min", "a positive noise variance", r.noise.t_min)
+    need(r.noise.t_max <= T_LIMIT, "noise.t_max", f"a noise variance of at most {T_LIMIT:g}", r.noise.t_max)
+    need(r.eval.t <= T_LIMIT, "eval.t", f"a noise variance of at most {T_LIMIT:g}", r.eval.t)
+    need(r.eval.t_max <= T_LIMIT, "eval.t_max", f"a noise variance of at most {T_LIMIT:g}", r.eval.t_max)
     need(r.noise.t_max > r.noise.t_min, "noise.t_max", f"a value above noise.t_min ({r.noise.t_min})", r.noise.t_max)
     need(r.loss.time_weight >= 0, "loss.time_weight", "a non-negative weight", r.loss.time_weight)
     need(r.loss.consistency_weight >= 0, "loss.consistency_weight", "a non-negative weight", r.loss.consistency_weight)

@@ -42,6 +42,8 @@ def parse_t_grid(text, max_points=MAX_T_GRID):
     if n > max_points:
         raise ValueError(f"--t-grid {text!r}: {n:,} noise levels, expected at most {max_points:,} (each costs "
                          "one forward pass per image and draw)")
+    for v in ((lo, hi) if ":" in text else grid):
+        units.check_t(v, f"--t-grid {text!r}: {v:g}", positive=True)
     if ":" not in text:
         return grid
     return [lo] if n == 1 else [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (n - 1)) for i in range(n)]

@@ -20,6 +20,27 @@ from .report import draw_plots, model_label, summary_lines, write_per_image  # n
 from .request import EvalRequest, RequestError
 
 ESTIMATORS = {"one-shot": one_shot, "dequantized": dequantize, "pf-ode": pfode}
+# No normalized model gives an NLL beyond this magnitude on real data (a density 2^10000 times the uniform one per
+# dimension, or that small): such a number is a broken model (diverged weights, a NaN constant), never a result.
+MAX_ABS_BITS_PER_DIM = 1e4
+
+
+class ResultError(ValueError):
+    """An NLL that no normalized model can give (non-finite, or beyond MAX_ABS_BITS_PER_DIM): never printed."""
+
+
+def check_result(result, model, what="NLL"):
+    """Refuse (ResultError naming the model and why) an NLLResult that is not a possible result."""
+    for name in ("constant", "nats_per_dim", "bits_per_dim"):
+        value = getattr(result, name, None)  # a PF-ODE result has no constant
+        if value is not None and not math.isfinite(value):
+            raise ResultError(f"{model}: the {what} came out non-finite ({name} {value}); expected finite numbers "
+                              f"(a diverged or damaged model: check its training log, or retrain)")
+    if abs(result.bits_per_dim) > MAX_ABS_BITS_PER_DIM:
+        raise ResultError(f"{model}: the {what} came out {result.bits_per_dim:.3g} bits/dim, beyond +-"
+                          f"{MAX_ABS_BITS_PER_DIM:g}, which no normalized model gives (a diverged model, e.g. a "
+                          f"learning rate far too high: check its training log, or retrain)")
+    return result
 
 
 def pick_device(device=None):
@@ -90,12 +111,14 @@ def _evaluate(request, log):
     out = {"model": str(ckpt), "step": meta.get("step"), "estimator": req.estimator, "start": req.start, "seconds": {}}
     if not is_denoiser:  # the one-shot number always, as the reference the other estimators are compared with
         reference = one_shot.estimate(model, data, req)
+        check_result(reference.result, ckpt, "one-shot NLL")
         out["seconds"]["one-shot"] = reference.seconds
         out["one_shot"] = reference.result.to_dict()
     if req.estimator == "one-shot":
         chosen = reference
     else:
         chosen = estimator.estimate(model, data, req)
+        check_result(chosen.result, ckpt, f"{req.estimator} NLL")
         out["seconds"][req.estimator] = chosen.seconds
     out.update(chosen.report)
     warning = extrapolation_warning(meta, req.t) if getattr(estimator, "EVALUATES_AT_T", True) else None

@@ -236,5 +236,9 @@ def load_model(path, device="cpu", weights="auto"):
         raise CheckpointError(f"{path}: unreadable weights ({str(e).splitlines()[0][:160]})") from None
     check_state(path, state, model)
     model.load_state_dict(state)
+    for part in model.modules():  # parts that can say their values make no density (a Gaussian base)
+        problem = part.problem() if hasattr(part, "problem") else None
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
     meta = {**meta, "recipe": recipe.to_dict()}  # every key present, as the recipe code defines them
     return model.to(device).eval(), meta
