@@ -170,24 +170,26 @@ class Model:
         steps, t_max, t_min, schedule, init, h0, h_schedule, beta, noise_estimate, max_iters, langevin_steps,
         step_scale, predictor), same defaults."""
         from .sample import files as sample_files
+        from .sample import limits
         from .sample.generate import quantize, sampler_setup
         from .sample.samplers import SamplerConfig, sample
 
         if (n is None) == (seeds is None):
             raise ValueError("sample: give n (seeds seed .. seed+n-1) or seeds, not both")
-        if seeds is None:
-            if not _is_int(n) or n < 1:
-                raise ValueError(f"n={n!r}: expected an integer >= 1")
-            if not _is_int(seed):
-                raise ValueError(f"seed={seed!r}: expected an integer")
-            seeds = list(range(seed, seed + n))
-        else:
-            seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
-            if not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
-                raise ValueError("seeds: expected a non-empty list of integers >= 0")
         unknown = set(options) - set(SamplerConfig.__dataclass_fields__)
         if unknown:
             raise ValueError(f"sample: unknown option(s) {', '.join(sorted(unknown))}; expected SamplerConfig fields")
+        # the limits `dsmctl sample` checks too: one function, sample/limits.py
+        limits.check_settings(batch_size=batch_size, **options)
+        if seeds is None:
+            n, seed = limits.check_n_seed(n, seed)
+            limits.check_count(n, math.prod(self.shape), f"n={n}")
+            seeds = list(range(seed, seed + n))
+        else:
+            seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
+            if not seeds or not all(_is_int(s) and 0 <= s <= limits.MAX_SEED for s in seeds):
+                raise ValueError(f"seeds: expected a non-empty list of integers in 0..{limits.MAX_SEED:,}")
+            limits.check_count(len(seeds), math.prod(self.shape), f"seeds (a list of {len(seeds):,})")
         cfg, start, _ = sampler_setup(self.meta, self.path, **options)
         image = sample_files.is_image_shape(self.shape)
         out = sample(self.net, seeds, self.shape, cfg, _batch(batch_size), self.device, clip=image, start=start)

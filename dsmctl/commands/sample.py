@@ -4,7 +4,7 @@ from typing import Optional
 
 import typer
 
-from .common import UsageError, check_writable, emit_json, need_choice, need_float, need_int, render
+from .common import UsageError, check_writable, emit_json, need_choice, need_int, render
 
 
 def sample(
@@ -73,6 +73,7 @@ def check_options(ckpt, out, n, seeds, sampler, solver, steps, t_max, t_min, sch
     """Every option checked before the model is loaded or --out is created; the seeds without expanding them."""
     from ..device import resolve_device
     from ..sample import files as sample_io
+    from ..sample import limits
     from ..sample.samplers import SAMPLERS, SCHEDULES, SOLVERS
 
     need_choice(sampler, "--sampler", SAMPLERS)
@@ -82,17 +83,9 @@ def check_options(ckpt, out, n, seeds, sampler, solver, steps, t_max, t_min, sch
     need_choice(h_schedule, "--h-schedule", ("constant", "paper"))
     need_choice(noise_estimate, "--noise-estimate", ("schedule", "residual", "time-score"))
     need_choice(predictor, "--predictor", ("ode", "sde", "none"))
-    need_int(steps, "--steps", 1, 10 ** 7)
-    need_float(t_max, "--t-max", 0, what="noise variance")
-    need_float(t_min, "--t-min", 0, what="noise variance")
-    if t_min is not None and t_max is not None and t_min >= t_max:
-        raise UsageError(f"--t-min {t_min:g}: expected a noise variance below --t-max {t_max:g}")
-    need_float(h0, "--h0", 0, 1, what="step size")
-    need_float(beta, "--beta", 0, 1)
-    need_int(max_iters, "--max-iters", 1, 10 ** 7)
-    need_int(langevin_steps, "--langevin-steps", 1, 10 ** 6)
-    need_float(step_scale, "--step-scale", 0)
-    need_int(batch_size, "--batch-size", 1, 10 ** 7)
+    # the limits the Python API (Model.sample) checks too: one function, sample/limits.py
+    limits.check_settings(cli=True, steps=steps, t_max=t_max, t_min=t_min, h0=h0, beta=beta, max_iters=max_iters,
+                          langevin_steps=langevin_steps, step_scale=step_scale, batch_size=batch_size)
     need_int(grid, "--grid", 0, 10 ** 5)
     resolve_device(device)
     check_writable(out, "--out")
@@ -100,7 +93,8 @@ def check_options(ckpt, out, n, seeds, sampler, solver, steps, t_max, t_min, sch
         return
     if n is None and seeds is None:
         raise UsageError("sample: give --n N or --seeds LIST")
-    need_int(n, "--n", 1)
+    if n is not None:
+        limits.check_n_seed(n, 0, cli=True)
     count = sample_io.count_seeds(sample_io.seed_ranges(seeds)) if seeds is not None else n
     if n is not None and count != n:
         raise UsageError(f"--n {n} but --seeds {seeds!r} lists {count} seeds")
@@ -112,12 +106,12 @@ def memory_for_seeds(ckpt, count, what):
     quantized and uint8 copies, plus a seed list): ~13 bytes per value and 64 per seed."""
     import math
 
-    from ..budget import need_memory
     from ..nn.model_file import read_meta
+    from ..sample.limits import check_count
 
     meta = read_meta(ckpt)  # a missing or unreadable model is refused here
     try:
         d = math.prod(int(v) for v in meta.get("shape"))
     except (TypeError, ValueError, AttributeError):  # a malformed shape is refused when the model is loaded
         d = 1
-    need_memory(count * (64 + 13 * max(d, 1)), what, None, f"to hold {count:,} samples of {d:,} values")
+    check_count(count, d, what)
