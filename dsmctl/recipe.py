@@ -218,22 +218,22 @@ def _coerce(value, tp, key, where):
         raise errors[0]
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where}{key}: expected a list, got {value!r}")
+            raise RecipeError(f"{where}{key}: expected a list, got {show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], key, where) for v in value)
         if len(value) != len(args):
-            raise RecipeError(f"{where}{key}: expected a list of {len(args)} values, got {value!r}")
+            raise RecipeError(f"{where}{key}: expected a list of {len(args)} values, got {show(value)}")
         return tuple(_coerce(v, a, key, where) for v, a in zip(value, args))
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise RecipeError(f"{where}{key}: expected true or false, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected true or false, got {show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise RecipeError(f"{where}{key}: expected an integer, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected an integer, got {show(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -242,15 +242,15 @@ def _coerce(value, tp, key, where):
                 return float(value)
             except ValueError:
                 pass
-        raise RecipeError(f"{where}{key}: expected a number, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected a number, got {show(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise RecipeError(f"{where}{key}: expected a string, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected a string, got {show(value)}")
     if origin is dict or tp is dict:
         if isinstance(value, dict):
             return value
-        raise RecipeError(f"{where}{key}: expected a mapping, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected a mapping, got {show(value)}")
     raise TypeError(f"unsupported annotation {tp} for {key}")
 
 
@@ -283,7 +283,7 @@ def _build(cls, raw, prefix, where):
 def parse_override(text):
     """'optim.lr=1e-4' -> ('optim.lr', 1e-4); the value is read as YAML (numbers, lists, null, true)."""
     if "=" not in text:
-        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
+        raise RecipeError(f"--set {show(text)}: expected KEY=VALUE, e.g. optim.lr=1e-4")
     key, value = text.split("=", 1)
     return key.strip(), read_yaml(value, f"--set {show(text)}: ")
 

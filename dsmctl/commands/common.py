@@ -8,6 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..recipe_yaml import show
+
 err = Console(stderr=True, highlight=False, emoji=False, markup=False, soft_wrap=True)
 
 
@@ -59,7 +61,7 @@ def need_t(value, option, positive=False):
 
 def need_choice(value, option, choices):
     if value not in choices:
-        raise UsageError(f"{option} {value!r}: expected one of {', '.join(choices)}")
+        raise UsageError(f"{option} {show(value)}: expected one of {', '.join(choices)}")
     return value
 
 

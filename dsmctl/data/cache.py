@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..recipe_yaml import show
 from .arrays import ArrayData
 
 FORMAT = "dsmctl-prepared/1"
@@ -124,14 +125,14 @@ def inside(path, where, key, value):
         raise _bad(where, key, value, f"the name of a file in {path}")
     rel = Path(value)
     if rel.is_absolute() or ".." in rel.parts or "\\" in value or "\0" in value:
-        raise DataError(f"{where}: {key} {value!r} points outside {path}; expected the name of a file in it")
+        raise DataError(f"{where}: {key} {show(value)} points outside {path}; expected the name of a file in it")
     full = path / rel
     try:
         escaped = os.path.commonpath([os.path.realpath(full), os.path.realpath(path)]) != os.path.realpath(path)
     except ValueError:
         escaped = True
     if escaped:
-        raise DataError(f"{where}: {key} {value!r} is a link out of {path}; expected a file in it")
+        raise DataError(f"{where}: {key} {show(value)} is a link out of {path}; expected a file in it")
     return full
 
 
