@@ -210,25 +210,26 @@ class Model:
         steps, t_max, t_min, schedule, init, h0, h_schedule, beta, noise_estimate, max_iters, langevin_steps,
         step_scale, predictor), same defaults."""
         from .sample import files as sample_files
+        from .sample import limits
         from .sample.generate import quantize, sampler_setup
         from .sample.request import SampleRequest
         from .sample.samplers import SamplerConfig, sample
 
         if (n is None) == (seeds is None):
             raise ValueError("sample: give n (seeds seed .. seed+n-1) or seeds, not both")
-        if seeds is None:
-            if not _is_int(n) or n < 1:
-                raise ValueError(f"n={n!r}: expected an integer >= 1")
-            if not _is_int(seed) or seed < 0:
-                raise ValueError(f"seed={seed!r}: expected an integer >= 0 (seeds are non-negative, as in dsmctl sample)")
-            seeds = list(range(seed, seed + n))
-        else:
-            seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
-            if not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
-                raise ValueError("seeds: expected a non-empty list of integers >= 0")
         unknown = set(options) - set(SamplerConfig.__dataclass_fields__)
         if unknown:
             raise ValueError(f"sample: unknown option(s) {', '.join(sorted(unknown))}; expected SamplerConfig fields")
+        # n and seeds counted and budgeted before they are expanded (sample/limits.py, as dsmctl sample)
+        if seeds is None:
+            n, seed = limits.check_n_seed(n, seed)
+            limits.check_count(n, math.prod(self.shape), f"n={n}")
+            seeds = list(range(seed, seed + n))
+        else:
+            seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
+            if not seeds or not all(_is_int(s) and 0 <= s <= limits.MAX_SEED for s in seeds):
+                raise ValueError(f"seeds: expected a non-empty list of integers in 0..{limits.MAX_SEED:,}")
+            limits.check_count(len(seeds), math.prod(self.shape), f"seeds (a list of {len(seeds):,})")
         given = {k: v for k, v in options.items() if v is not None}  # None: the default, as sampler_setup reads it
         request = SampleRequest(self.path, seeds=seeds, batch_size=_batch(batch_size), python=True, **given).check()
         cfg, start, _ = sampler_setup(self.meta, self.path, **request.sampler_options())
@@ -315,6 +316,7 @@ def _batch(batch_size):
 def _noise_level(t):
     if isinstance(t, torch.Tensor) and t.numel() == 1:
         t = t.item()
-    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not math.isfinite(t) or t < 0:
-        raise ValueError(f"t={t!r}: expected a finite noise variance >= 0 (a float; PSNR p dB is t = 10^(-p/10))")
-    return float(t)
+    from .units import check_t
+
+    label = f"t={t!r} (PSNR p dB is t = 10^(-p/10))"
+    return check_t(t if isinstance(t, (int, float, np.floating, np.integer)) else None, label)

@@ -10,6 +10,7 @@ Error classes and exit codes (docs/training.md, "Errors and exit codes"):
 """
 import errno
 import os
+import re
 import sys
 import traceback
 
@@ -17,6 +18,7 @@ import typer
 
 from .commands import dimension, eval_nll, generalize, prepare, sample, train
 from .commands.common import UsageError, emit_json, err  # noqa: F401  (the commands' shared helpers)
+from .recipe_yaml import shorten
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -44,10 +46,15 @@ def debug_enabled():
     return _state["debug"] or os.environ.get("DSMCTL_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+LONG_WORD = 400  # characters: a longer word in a message is an echoed value (a 20,000-value list), shortened
+
+
 def one_line(text):
-    """Messages are printed on one line whatever they contain (YAML marks, nested errors)."""
+    """Messages are printed on one line whatever they contain (YAML marks, nested errors), and never echo a huge
+    value whole: any word longer than LONG_WORD is shortened (recipe_yaml.shorten)."""
     parts = [p.strip() for p in str(text).splitlines() if p.strip()]
-    return "; ".join(parts) or "(no message)"
+    line = "; ".join(parts) or "(no message)"
+    return re.sub(r"\S{%d,}" % (LONG_WORD + 1), lambda m: shorten(m.group(0), 120), line)
 
 
 def os_error_message(e):

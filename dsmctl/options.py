@@ -48,7 +48,22 @@ def need_float(value, option, lo=None, hi=None, lo_open=True, hi_open=False, wha
     return value
 
 
+def need_t(value, option, positive=False):
+    """A noise-variance option: units.check_t (the one check of a noise level, shared with the API and recipes)."""
+    from .units import check_t
+
+    if value is None:
+        return None
+    try:
+        return check_t(value, f"{option} {value}", positive)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def need_choice(value, option, choices):
     if value not in choices:
-        raise UsageError(f"{said(option, value, True)}: expected one of {', '.join(choices)}")
+        from .recipe_yaml import show  # repr, shortened: a 20,000-value option is not echoed whole
+
+        text = show(value)
+        raise UsageError(f"{option}{text if option.endswith('=') else ' ' + text}: expected one of {', '.join(choices)}")
     return value

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 
+from .units import T_LIMIT
 from .recipe_yaml import FLOAT_LIMIT, INT_LIMIT, MAX_RECIPE_BYTES, RecipeError, read_yaml, show  # noqa: F401
 
 
@@ -155,6 +156,9 @@ def _check_values(r, where):
         value = getattr(getattr(r, sec), name)
         need(value in allowed, key, "one of " + ", ".join(allowed), value)
     need(r.noise.t_min > 0, "noise.t_min", "a positive noise variance", r.noise.t_min)
+    need(r.noise.t_max <= T_LIMIT, "noise.t_max", f"a noise variance of at most {T_LIMIT:g}", r.noise.t_max)
+    need(r.eval.t <= T_LIMIT, "eval.t", f"a noise variance of at most {T_LIMIT:g}", r.eval.t)
+    need(r.eval.t_max <= T_LIMIT, "eval.t_max", f"a noise variance of at most {T_LIMIT:g}", r.eval.t_max)
     need(r.noise.t_max > r.noise.t_min, "noise.t_max", f"a value above noise.t_min ({r.noise.t_min})", r.noise.t_max)
     need(r.loss.time_weight >= 0, "loss.time_weight", "a non-negative weight", r.loss.time_weight)
     need(r.loss.consistency_weight >= 0, "loss.consistency_weight", "a non-negative weight", r.loss.consistency_weight)
@@ -221,22 +225,22 @@ def _coerce(value, tp, key, where):
         raise errors[0]
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where}{key}: expected a list, got {value!r}")
+            raise RecipeError(f"{where}{key}: expected a list, got {show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], key, where) for v in value)
         if len(value) != len(args):
-            raise RecipeError(f"{where}{key}: expected a list of {len(args)} values, got {value!r}")
+            raise RecipeError(f"{where}{key}: expected a list of {len(args)} values, got {show(value)}")
         return tuple(_coerce(v, a, key, where) for v, a in zip(value, args))
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise RecipeError(f"{where}{key}: expected true or false, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected true or false, got {show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise RecipeError(f"{where}{key}: expected an integer, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected an integer, got {show(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -245,15 +249,15 @@ def _coerce(value, tp, key, where):
                 return float(value)
             except ValueError:
                 pass
-        raise RecipeError(f"{where}{key}: expected a number, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected a number, got {show(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise RecipeError(f"{where}{key}: expected a string, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected a string, got {show(value)}")
     if origin is dict or tp is dict:
         if isinstance(value, dict):
             return value
-        raise RecipeError(f"{where}{key}: expected a mapping, got {value!r}")
+        raise RecipeError(f"{where}{key}: expected a mapping, got {show(value)}")
     raise TypeError(f"unsupported annotation {tp} for {key}")
 
 
@@ -286,7 +290,7 @@ def _build(cls, raw, prefix, where):
 def parse_override(text):
     """'optim.lr=1e-4' -> ('optim.lr', 1e-4); the value is read as YAML (numbers, lists, null, true)."""
     if "=" not in text:
-        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=1e-4")
+        raise RecipeError(f"--set {show(text)}: expected KEY=VALUE, e.g. optim.lr=1e-4")
     key, value = text.split("=", 1)
     return key.strip(), read_yaml(value, f"--set {show(text)}: ")
 
@@ -315,8 +319,10 @@ def load_recipe(path=None, overrides=(), raw=None):
         p = Path(path)
         if p.is_dir():
             raise RecipeError(f"{path}: is a directory; expected a recipe file (YAML)")
-        if not p.is_file():
+        if not p.exists():
             raise RecipeError(f"{path}: no such recipe file")
+        if not p.is_file():  # a FIFO, a device (/dev/zero), a socket: never read (it may not end)
+            raise RecipeError(f"{path}: not a regular file; expected a recipe file (YAML)")
         if p.stat().st_size > MAX_RECIPE_BYTES:
             raise RecipeError(f"{path}: {p.stat().st_size:,} bytes; expected a recipe file of at most "
                               f"{MAX_RECIPE_BYTES:,} bytes")

@@ -17,12 +17,22 @@ FLOAT_LIMIT = 1e30  # every float: finite and of magnitude at most this (float32
 
 
 def show(value, width=60):
-    """repr(value), shortened for a one-line message (a 400-digit integer, a huge list)."""
+    """repr(value), shortened for a one-line message (a 400-digit integer, a huge list): the one truncating helper
+    for values echoed in messages (cli.py applies `shorten` to any overlong word of a message as a last resort)."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 15:
         digits = str(abs(value))
         return f"{'-' if value < 0 else ''}{digits[:4]}...{digits[-4:]} ({len(digits)} digits)"
-    text = repr(value)
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return shorten(repr(value), width)
+
+
+def shorten(text, width=60):
+    """text itself when at most `width` characters, else its start and end with its length between them:
+    '1,1,1...(40,001 characters)...,1,1,1'."""
+    text = str(text)
+    if len(text) <= width:
+        return text
+    keep = max(width - 34, 8)
+    return f"{text[:keep]}...({len(text):,} characters)...{text[-8:]}"
 
 
 class _Loader(yaml.SafeLoader):
@@ -97,8 +107,9 @@ def _plain(value, path):
 
 def read_yaml(text, where=""):
     """Parse YAML text into plain data, bounded (see the module docstring); raises RecipeError."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # its reader refuses control characters (a NUL byte) at once
         node = loader.get_single_node()
         if node is None:
             return None
@@ -106,13 +117,17 @@ def read_yaml(text, where=""):
         data = loader.construct_document(node)
     except RecipeError as e:
         raise RecipeError(f"{where}{e}") from None
+    except yaml.reader.ReaderError as e:
+        raise RecipeError(f"{where}not valid YAML: character #x{e.character:04x} at offset {e.position} "
+                          f"(control characters such as NUL are not allowed); expected plain text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
         problem = getattr(e, "problem", None)
         raise RecipeError(f"{where}not valid YAML{at}{': ' + problem if problem else ''}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     try:
         _plain(data, "")
     except RecipeError as e:

@@ -8,6 +8,23 @@ import math
 LN2 = math.log(2.0)
 LN10 = math.log(10.0)
 BITS_PER_DB = math.log2(10.0) / 10.0  # 1 dB/dim of log-probability = 0.332 bit/dim
+# The largest noise variance accepted anywhere (PSNR -120 dB, sigma 1e6 for pixels in [0, 1]): t and t^2 stay far
+# inside float32's range (3.4e38), so energies and their derivatives at every accepted t are finite numbers.
+T_LIMIT = 1e12
+
+
+def check_t(t, label, positive=False):
+    """t as a float when it is a finite noise variance in [0, T_LIMIT] ((0, T_LIMIT] with positive=True), else
+    ValueError("LABEL: expected ..."). The one check of a noise level: the CLI's options, recipes and the API."""
+    try:
+        value = math.nan if isinstance(t, (bool, str, bytes)) else float(t)
+    except (TypeError, ValueError, OverflowError):
+        value = math.nan
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0) and value <= T_LIMIT):
+        what = "a positive finite noise variance of at most" if positive else "a finite noise variance in [0,"
+        raise ValueError(f"{label}: expected {what} {T_LIMIT:g}{'' if positive else ']'} (PSNR "
+                         f"{t_to_psnr(T_LIMIT):g} dB; beyond it float32 arithmetic overflows)")
+    return value
 
 
 def t_to_sigma(t):

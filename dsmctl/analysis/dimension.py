@@ -14,6 +14,7 @@ import torch
 from .. import units
 from ..data.arrays import ArrayData
 from ..fileio import write_rows
+from ..recipe_yaml import show
 from ..rng import indexed_normal
 
 DIM_STREAM = 10_000  # draw k uses rng stream DIM_STREAM + k
@@ -37,11 +38,13 @@ def parse_t_grid(text, max_points=MAX_T_GRID):
             if not grid or any(not math.isfinite(v) or v <= 0 for v in grid):
                 raise ValueError
     except ValueError:
-        raise ValueError(f"--t-grid {text!r}: expected LO:HI:N (log-spaced, 0 < LO < HI finite, N >= 1) or a comma "
+        raise ValueError(f"--t-grid {show(text)}: expected LO:HI:N (log-spaced, 0 < LO < HI finite, N >= 1) or a comma "
                          "list of positive noise variances") from None
     if n > max_points:
-        raise ValueError(f"--t-grid {text!r}: {n:,} noise levels, expected at most {max_points:,} (each costs "
+        raise ValueError(f"--t-grid {show(text)}: {n:,} noise levels, expected at most {max_points:,} (each costs "
                          "one forward pass per image and draw)")
+    for v in ((lo, hi) if ":" in text else grid):
+        units.check_t(v, f"--t-grid {show(text)}: {v:g}", positive=True)
     if ":" not in text:
         return grid
     return [lo] if n == 1 else [math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (n - 1)) for i in range(n)]

@@ -2,6 +2,11 @@
 
 Each function takes plain arrays, writes one PNG atomically (temporary name, then rename) and returns its path.
 """
+import atexit
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +16,33 @@ from ..fileio import atomic_path
 DPI = 150
 
 
+def _writable_dir(path):
+    """Whether `path` is (or can be created as) a directory this user can write."""
+    probe = Path(path)
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def _matplotlib_dirs():
+    """Give matplotlib a private configuration/cache directory, removed at exit, when its default ones cannot be
+    written (a read-only HOME): it would otherwise warn on stderr and leave a temporary directory behind."""
+    if "matplotlib" in sys.modules or os.environ.get("MPLCONFIGDIR"):
+        return
+    home = Path(os.path.expanduser("~"))
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "matplotlib"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache") / "matplotlib"
+    if _writable_dir(config) and _writable_dir(cache):
+        return
+    tmp = tempfile.mkdtemp(prefix="dsmctl-matplotlib-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    os.environ["MPLCONFIGDIR"] = tmp
+
+
 def _pyplot():
+    _matplotlib_dirs()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..options import UsageError, need_choice, need_float, need_int  # noqa: F401  (the commands' option checks)
+from ..options import UsageError, need_choice, need_float, need_int, need_t  # noqa: F401  (the commands' option checks)
 
 err = Console(stderr=True, highlight=False, emoji=False, markup=False, soft_wrap=True)
 

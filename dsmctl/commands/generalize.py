@@ -4,7 +4,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import UsageError, check_writable, emit_json, err, need_float, need_int
+from .common import UsageError, check_writable, emit_json, err, need_float, need_int, need_t
 
 
 def generalize(
@@ -38,7 +38,7 @@ def generalize(
     from ..analysis import generalization as G
     from ..device import resolve_device
 
-    need_float(t, "--t", 0, lo_open=False, what="noise variance")
+    need_t(t, "--t")
     need_float(threshold, "--memorization-threshold", what="threshold in dB/dim")
     need_int(n_eval, "--n-eval", 0)
     need_int(batch_size, "--batch-size", 1, 10 ** 7)

@@ -80,12 +80,12 @@ def memory_for_seeds(ckpt, count, what):
     quantized and uint8 copies, plus a seed list): ~13 bytes per value and 64 per seed."""
     import math
 
-    from ..budget import need_memory
     from ..nn.model_file import read_meta
+    from ..sample.limits import check_count
 
     meta = read_meta(ckpt)  # a missing or unreadable model is refused here
     try:
         d = math.prod(int(v) for v in meta.get("shape"))
     except (TypeError, ValueError, AttributeError):  # a malformed shape is refused when the model is loaded
         d = 1
-    need_memory(count * (64 + 13 * max(d, 1)), what, None, f"to hold {count:,} samples of {d:,} values")
+    check_count(count, d, what)

@@ -16,12 +16,14 @@ its file's size ("bytes") and a sampled hash ("sample_sha256": 64 blocks of 64 K
 so that `train` can re-check the cache cheaply before it trusts it (check_prepared: quick | full | skip).
 """
 import hashlib
+import math
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ..recipe_yaml import show
 from .arrays import ArrayData
 
 FORMAT = "dsmctl-prepared/1"
@@ -123,14 +125,14 @@ def inside(path, where, key, value):
         raise _bad(where, key, value, f"the name of a file in {path}")
     rel = Path(value)
     if rel.is_absolute() or ".." in rel.parts or "\\" in value or "\0" in value:
-        raise DataError(f"{where}: {key} {value!r} points outside {path}; expected the name of a file in it")
+        raise DataError(f"{where}: {key} {show(value)} points outside {path}; expected the name of a file in it")
     full = path / rel
     try:
         escaped = os.path.commonpath([os.path.realpath(full), os.path.realpath(path)]) != os.path.realpath(path)
     except ValueError:
         escaped = True
     if escaped:
-        raise DataError(f"{where}: {key} {value!r} is a link out of {path}; expected a file in it")
+        raise DataError(f"{where}: {key} {show(value)} is a link out of {path}; expected a file in it")
     return full
 
 
@@ -192,12 +194,16 @@ def _check_file(path, file, n, shape, dtype, want_bytes, want_sample, quick):
     hint = f"re-run `dsmctl prepare --verify {path}` to see, and prepare it again"
     try:
         size = os.path.getsize(file)
-        expected = npy_data_offset(file) + n * int(np.prod(shape)) * np.dtype(dtype).itemsize
+        # exact integers (no int64 product that a huge n or shape would overflow)
+        expected = npy_data_offset(file) + int(n) * math.prod(int(v) for v in shape) * np.dtype(dtype).itemsize
     except (OSError, ValueError) as e:
         raise DataError(f"{file}: unreadable since `dsmctl prepare` ({e}); {hint}") from None
-    if size != expected or (want_bytes is not None and size != want_bytes):
-        raise DataError(f"{file}: changed since `dsmctl prepare`: {size:,} bytes, expected "
-                        f"{want_bytes if want_bytes is not None else expected:,}; {hint}")
+    if size != expected:
+        raise DataError(f"{file}: changed since `dsmctl prepare`: {size:,} bytes, but the manifest's n {int(n):,} "
+                        f"examples of shape {list(shape)} ({dtype}) make {expected:,}; {hint}")
+    if want_bytes is not None and size != want_bytes:
+        raise DataError(f"{file}: changed since `dsmctl prepare`: {size:,} bytes, but the manifest's `bytes` says "
+                        f"{want_bytes:,}; {hint}")
     if quick and want_sample is not None and sample_sha256(file, size) != want_sample:
         raise DataError(f"{file}: changed since `dsmctl prepare` (sampled sha256 differs); {hint}")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import DataError
-from .readers import ConcatReader, Transform
+from .readers import ConcatReader, Transform, npz_member
 from .safe_pickle import load_dict
 
 FILE_RE = re.compile(r"^(train_data_batch_(\d+)|val_data)(\.npz)?$")
@@ -95,7 +95,7 @@ class BatchFile:
                 keys = set(z.keys())
                 if not {"data", "labels"} <= keys:
                     raise self._bad(f"arrays {sorted(keys)}")
-                labels = np.asarray(z["labels"]).astype(np.int64).reshape(-1)
+                labels = np.asarray(npz_member(z, "labels", self.path)).astype(np.int64).reshape(-1)
             shape, dtype, self._offset = self._npy_header()
         except DataError:
             raise

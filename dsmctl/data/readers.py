@@ -158,6 +158,16 @@ class ConcatReader:
         return np.concatenate(xs), (np.concatenate(ys) if self.has_labels else None)
 
 
+def npz_member(z, key, where):
+    """Member `key` of an open .npz (numpy's NpzFile) as an array; a member stored without the .npy format (numpy
+    hands it back as raw bytes) is refused, naming it."""
+    value = z[key]
+    if not isinstance(value, np.ndarray):
+        raise DataError(f"{where}[{key}]: not an array (a raw {type(value).__name__} member, not a .npy inside the "
+                        f".npz); expected arrays saved with numpy.savez")
+    return value
+
+
 def check_reader(reader, where):
     """Refuse a split with no examples, or examples with a zero-sized dimension (nothing to learn from)."""
     if reader.n == 0:

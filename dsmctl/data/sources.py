@@ -22,7 +22,8 @@ import torch
 from ..nn import densities
 from . import hf, imagenet_org, torchvision_raw
 from .cache import DataError
-from .readers import ArrayReader, RangeReader, Transform, check_reader, read_all
+from .synthetic_spec import check_spec
+from .readers import ArrayReader, RangeReader, Transform, check_reader, npz_member, read_all
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 IGNORED_SUFFIXES = {".txt", ".md", ".json", ".csv", ".yaml", ".yml", ".xml", ".html"}
@@ -47,6 +48,7 @@ def demo():
 
 def synthetic(spec):
     """Samples of a closed-form density, e.g. {kind: gsm, d: 1000, n_train: 100000, n_test: 10000, seed: 0}."""
+    check_spec(spec)
     spec = dict(spec)
     n_train, n_test, seed = int(spec.pop("n_train", 10_000)), int(spec.pop("n_test", 2_000)), int(spec.pop("seed", 0))
     try:
@@ -95,10 +97,10 @@ def arrays(path, layout="auto", transform=Transform()):
                 keys = list(z.keys())
                 named = [k for k in keys if k in SPLIT_NAMES]
                 if named:
-                    raw = {k: z[k] for k in named}
-                    labels = {k: z[f"{k}_labels"] for k in named if f"{k}_labels" in keys}
+                    raw = {k: npz_member(z, k, path) for k in named}
+                    labels = {k: npz_member(z, f"{k}_labels", path) for k in named if f"{k}_labels" in keys}
                 elif len(keys) == 1:
-                    raw = {"train": z[keys[0]]}
+                    raw = {"train": npz_member(z, keys[0], path)}
                 else:
                     raise DataError(f"{path}: arrays {keys}; expected arrays named train/validation/test, or a single array")
     except DataError:
@@ -112,6 +114,8 @@ def arrays(path, layout="auto", transform=Transform()):
         where = f"{path}[{k}]"
         x = check_dtype(to_nchw(v, where, layout), where)
         y = labels.get(k)
+        if y is not None and (y.ndim != 1 or y.dtype.kind not in "iu"):
+            raise DataError(f"{path}[{k}_labels]: {y.dtype} of shape {y.shape}; expected one integer label per item")
         if y is not None and len(y) != len(x):
             raise DataError(f"{path}[{k}_labels]: {len(y)} labels for {len(x)} items")
         readers[k] = ArrayReader(x, y, transform, where)
@@ -277,6 +281,7 @@ def open_source(source, synthetic_spec=None, grayscale=False, size=None, fit="re
     readers = _holdout_and_limit(readers, holdout, limit, source)
     for name, reader in readers.items():
         check_reader(reader, getattr(reader, "where", f"{source}:{name}"))
+    check_same_shape(readers, source)
     options = {"grayscale": grayscale, "size": size, "fit": fit if size else None, "holdout": holdout,
                "layout": layout, "splits": list(splits) if splits else None, "limit": limit, "config": config,
                "revision": revision, "image_column": image_column, "label_column": label_column,
@@ -284,6 +289,16 @@ def open_source(source, synthetic_spec=None, grayscale=False, size=None, fit="re
     info = {**info, "options": options, "transform": transform.describe()}
     request = {"source": info.get("source"), "kind": kind, "options": options, "signature": signature}
     return readers, info, request
+
+
+def check_same_shape(readers, source):
+    """Refuse splits whose examples differ in shape (a model trains on one split and is evaluated on another)."""
+    shapes = {name: tuple(r.shape) for name, r in readers.items()}
+    if len(set(shapes.values())) > 1:
+        (a, sa), (b, sb) = next(iter(shapes.items())), next((k, v) for k, v in shapes.items()
+                                                              if v != next(iter(shapes.values())))
+        raise DataError(f"{source}: split {a!r} has examples of shape {sa}, split {b!r} {sb}; expected every split "
+                        f"of one shape (use --size / --grayscale to make them so, or --split to take some)")
 
 
 def _holdout_and_limit(readers, holdout, limit, source):

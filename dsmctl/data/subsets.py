@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..recipe_yaml import show
 from .cache import DataError, is_prepared, read_manifest
 
 INDICES_FILE = "subset_indices.npy"
@@ -31,9 +32,9 @@ def subset_positions(n_total, spec):
         else:
             raise ValueError
     except (ValueError, IndexError):
-        raise DataError(f"data.subset {spec!r}: expected first:N, last:N or random:N:SEED:a|b with 2N <= {n_total}") from None
+        raise DataError(f"data.subset {show(spec)}: expected first:N, last:N or random:N:SEED:a|b with 2N <= {n_total}") from None
     if n <= 0 or n > n_total:
-        raise DataError(f"data.subset {spec!r}: N must be in 1..{n_total}")
+        raise DataError(f"data.subset {show(spec)}: N must be in 1..{n_total}")
     return pos
 
 
@@ -44,7 +45,7 @@ def partner(spec):
         return f"{'last' if parts[0] == 'first' else 'first'}:{parts[1]}"
     if parts[0] == "random" and len(parts) == 4 and parts[3] in ("a", "b"):
         return ":".join(parts[:3] + ["b" if parts[3] == "a" else "a"])
-    raise DataError(f"data.subset {spec!r}: expected first:N, last:N or random:N:SEED:a|b")
+    raise DataError(f"data.subset {show(spec)}: expected first:N, last:N or random:N:SEED:a|b")
 
 
 def positions_hash(pos):

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..budget import gib, need_memory
 from ..fileio import WriteError, disk_errors, disk_reason, fsync_dir, pid_alive, write_json
 from .cache import (FORMAT, MANIFEST, DataError, array_sha256, combined_fingerprint, is_prepared,
                     npy_data_offset, read_manifest, sample_sha256)
@@ -46,6 +48,7 @@ def write_splits(out, readers, info, request=None, force=False, progress=None):
     out = Path(out)
     for name, reader in readers.items():
         check_reader(reader, getattr(reader, "where", name))
+    check_sizes(out, readers)
     key = request_key(request if request is not None else {"info": info, "splits": {
         k: [r.n, list(r.shape), str(r.dtype)] for k, r in readers.items()}})
     if is_prepared(out):
@@ -92,6 +95,34 @@ def write_splits(out, readers, info, request=None, force=False, progress=None):
     finally:
         _unlock(lock)
     return manifest
+
+
+def _example_bytes(reader):
+    return math.prod(int(v) for v in reader.shape) * np.dtype(reader.dtype).itemsize
+
+
+def check_sizes(out, readers):
+    """Refuse, before anything is created, splits that the disk under `out` cannot hold (space already allocated
+    by a partial directory of an interrupted run counts as free) or one example that memory cannot hold while it
+    is converted (a --size of 100000 pixels)."""
+    biggest = max(readers.values(), key=_example_bytes)
+    need_memory(4 * _example_bytes(biggest), f"{getattr(biggest, 'where', out)}: one example of shape "
+                f"{tuple(biggest.shape)} ({np.dtype(biggest.dtype)})", None, "to convert and write")
+    need = sum(r.n * _example_bytes(r) + (8 * r.n if r.has_labels else 0) for r in readers.values())
+    probe = out.parent.resolve()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return  # the writing itself will name the problem
+    partial = out.parent / f".{out.name}.partial"
+    if partial.is_dir() and not partial.is_symlink():
+        free += sum(p.stat().st_blocks * 512 for p in partial.iterdir() if p.is_file() and not p.is_symlink())
+    if need > free:
+        shapes = ", ".join(f"{k} {r.n:,} x {tuple(r.shape)}" for k, r in readers.items())
+        raise DataError(f"{out}: the prepared arrays need {gib(need)} ({shapes}), {probe} has {gib(free)} free; "
+                        f"expected a smaller --size or --limit, or another --out")
 
 
 def _lock(out):

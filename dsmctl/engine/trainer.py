@@ -83,6 +83,12 @@ def open_train_data(recipe):
         raise TrainError("data.hflip needs image data (C x H x W)")
     if recipe.data.dequantize and train_data.quantization_bits != 8:
         raise TrainError(f"data.dequantize: {train_data.name} is continuous data; dequantization needs 8-bit images")
+    # The normalization constant is computed on the eval split after training: its shape is checked now.
+    eval_data = data_mod.open_split(recipe.data.source, recipe.data.eval_split, recipe.data.synthetic)
+    if tuple(eval_data.shape) != tuple(shape):
+        raise TrainError(f"{recipe.data.source}: data.eval_split {recipe.data.eval_split!r} has examples of shape "
+                         f"{tuple(eval_data.shape)}, data.train_split {recipe.data.train_split!r} "
+                         f"{tuple(shape)}; expected one shape")
     return train_data
 
 

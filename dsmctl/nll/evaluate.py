@@ -19,13 +19,34 @@ import torch
 from .. import data as data_mod
 from .. import units
 from ..device import resolve_device
-from ..nn.model_file import load_model
+from ..nn.model_file import load_model, read_meta
 from . import dequantize, flags, one_shot, pfode
 from .likelihood import fit_anchor, normalization_constant
 from .report import model_label, summary_lines, write_per_image  # noqa: F401  (eval-nll's report)
 from .request import EvalRequest, RequestError
 
 ESTIMATORS = {"one-shot": one_shot, "dequantized": dequantize, "pf-ode": pfode}
+# No normalized model gives an NLL beyond this magnitude on real data (a density 2^10000 times the uniform one per
+# dimension, or that small): such a number is a broken model (diverged weights, a NaN constant), never a result.
+MAX_ABS_BITS_PER_DIM = 1e4
+
+
+class ResultError(ValueError):
+    """An NLL that no normalized model can give (non-finite, or beyond MAX_ABS_BITS_PER_DIM): never printed."""
+
+
+def check_result(result, model, what="NLL"):
+    """Refuse (ResultError naming the model and why) an NLLResult that is not a possible result."""
+    for name in ("constant", "nats_per_dim", "bits_per_dim"):
+        value = getattr(result, name, None)  # a PF-ODE result has no constant
+        if value is not None and not math.isfinite(value):
+            raise ResultError(f"{model}: the {what} came out non-finite ({name} {value}); expected finite numbers "
+                              f"(a diverged or damaged model: check its training log, or retrain)")
+    if abs(result.bits_per_dim) > MAX_ABS_BITS_PER_DIM:
+        raise ResultError(f"{model}: the {what} came out {result.bits_per_dim:.3g} bits/dim, beyond +-"
+                          f"{MAX_ABS_BITS_PER_DIM:g}, which no normalized model gives (a diverged model, e.g. a "
+                          f"learning rate far too high: check its training log, or retrain)")
+    return result
 
 
 def open_eval_data(meta, source=None, split=None, n_images=None, start=0):
@@ -96,6 +117,8 @@ def _evaluate(request, log):
     if tuple(data.shape) != tuple(meta["shape"]):
         raise ValueError(f"{req.source}: examples of shape {tuple(data.shape)}, but the model was trained on "
                          f"{tuple(meta['shape'])}")
+    if req.wants_denoising and req.denoiser:
+        check_denoiser(req.denoiser, meta)
     if req.stored_constant and not is_denoiser:
         norm = meta.get("normalization")
         if not norm:
@@ -111,12 +134,14 @@ def _evaluate(request, log):
     reference = None
     if not is_denoiser:  # the one-shot number always, as the reference the other estimators are compared with
         reference = one_shot.estimate(model, data, req)
+        check_result(reference.result, ckpt, "one-shot NLL")
         out["seconds"]["one-shot"] = reference.seconds
         out["one_shot"] = reference.result.to_dict()
     if req.estimator == "one-shot":
         chosen = reference
     else:
         chosen = estimator.estimate(model, data, req)
+        check_result(chosen.result, ckpt, f"{req.estimator} NLL")
         out["seconds"][req.estimator] = chosen.seconds
     out.update(chosen.report)
     read_at = getattr(chosen.result, "bound_t", req.t)  # the bound reads p_t at its own bound_t, on clean images
@@ -245,3 +270,10 @@ def run_consistency(model, data, t_min, t_max, draws, batch_size, seed, device, 
             f"(Stein form), {n} levels log-spaced in [{t_min:g}, {t_max:g}], {draws} draws, {len(data)} images of "
             f"{data.name}, seed {seed}; integrated over log t: the first-order PF-ODE - one-shot difference"}
 
+
+def check_denoiser(path, meta):
+    """Refuse, before any work, a --denoiser trained on examples of another shape than the model's."""
+    dshape = read_meta(path)["shape"]
+    if tuple(dshape) != tuple(meta["shape"]):
+        raise RequestError(f"--denoiser {path}: trained on examples of shape {tuple(dshape)}, the model on "
+                           f"{tuple(meta['shape'])}; expected a denoiser of the same image shape")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..units import T_LIMIT, check_t, t_to_psnr
+
 ANCHORS = ("paper", "gaussian")
 PROPOSALS = ("uniform", "truncnorm")
 WEIGHTS = ("auto", "ema", "raw")
@@ -87,22 +89,27 @@ class EvalRequest:
         def integer(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
+        def noise_level(v, label, positive=False):
+            try:
+                check_t(v, label, positive)
+            except ValueError as e:
+                raise RequestError(str(e)) from None
+
         need(self.t is None or self.psnr is None, "give --t or --psnr, not both")
         if self.t is not None:
-            need(finite(self.t) and self.t >= 0, f"--t {self.t}: expected a finite noise variance >= 0")
+            noise_level(self.t, f"--t {self.t}")
         if self.psnr is not None:
             need(finite(self.psnr), f"--psnr {self.psnr}: expected a finite PSNR in dB")
             try:
                 ok = math.isfinite(self.noise_t)
             except OverflowError:
                 ok = False
-            need(ok, f"--psnr {self.psnr}: noise variance 10^(-PSNR/10) overflows; expected a PSNR above -3000 dB")
+            need(ok and self.noise_t <= T_LIMIT, f"--psnr {self.psnr}: noise variance 10^(-PSNR/10) above "
+                 f"{T_LIMIT:g}; expected a PSNR of at least {t_to_psnr(T_LIMIT):g} dB")
         if self.t_max is not None:
-            need(finite(self.t_max) and self.t_max > 0,
-                 f"--t-max {self.t_max}: expected a positive finite noise variance")
+            noise_level(self.t_max, f"--t-max {self.t_max}", positive=True)
         if self.t_min is not None:
-            need(finite(self.t_min) and self.t_min > 0,
-                 f"--t-min {self.t_min}: expected a positive noise variance")
+            noise_level(self.t_min, f"--t-min {self.t_min}", positive=True)
         if self.t_min is not None and self.t_max is not None:
             need(self.t_min < self.t_max, f"--t-min {self.t_min:g}: expected below --t-max {self.t_max:g}")
         need(self.anchor is None or self.anchor in ANCHORS, f"--anchor {self.anchor!r}: expected paper or gaussian")

@@ -117,6 +117,20 @@ class GaussianBase(nn.Module):
         self.eigvals.copy_(vals)
         self.floor.fill_(gaussian.floor)
 
+    def problem(self):
+        """Why these buffers (read from a file) are not a Gaussian density, or None: every eigenvalue of the
+        covariance must be positive and finite, the floor variance non-negative, the mean finite."""
+        vals = self.eigvals
+        if not torch.isfinite(vals).all() or not (vals > 0).all():
+            bad = vals[~(torch.isfinite(vals) & (vals > 0))]
+            return (f"base.eigvals: {bad.numel()} of {vals.numel()} covariance eigenvalues are not positive and "
+                    f"finite (e.g. {bad[0].item():g}); expected a Gaussian base with a positive covariance")
+        if not math.isfinite(float(self.floor)) or float(self.floor) < 0:
+            return f"base.floor: {float(self.floor):g}; expected a non-negative finite floor variance"
+        if not torch.isfinite(self.mean).all() or not torch.isfinite(self.eigvecs).all():
+            return "base.mean / base.eigvecs: non-finite values; expected a finite Gaussian base"
+        return None
+
     def laplacian(self, t):
         """Laplacian_y of the energy: tr (Cov + tI)^-1, the same at every y. (B,) for t (B,)."""
         return (1 / (self.eigvals.to(t.dtype) + t[:, None])).sum(1)

@@ -12,9 +12,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from ..budget import need_memory
 from ..fileio import atomic_path
-from .build import build_model
+from .build import ShapeError, build_model, check_shape
+from .size import model_size
 from ..recipe import RecipeError, recipe_from_dict
+from ..recipe_yaml import show
 
 MODEL_FILE = "model.safetensors"  # exported model (EMA weights when EMA is on); raw weights in a checkpoint
 EMA_FILE = "ema.safetensors"  # EMA weights inside a training checkpoint
@@ -187,6 +190,27 @@ def check_state(path, state, model):
                                   f"finite weights")
 
 
+def check_model_size(path, recipe, shape):
+    """Refuse, before anything is built, a model that the metadata describes but the file cannot hold (each
+    weight takes at least 4 bytes) or this machine cannot: the same memory budget as a recipe's (budget.py)."""
+    try:
+        check_shape(recipe.model, shape)
+    except ShapeError as e:
+        raise CheckpointError(f"{path}: metadata fields 'recipe' and 'shape' do not describe a model "
+                              f"({str(e).splitlines()[0][:160]})") from None
+    params, _ = model_size(recipe.model, shape)
+    m = recipe.model
+    key = (f"model.radial_hidden {m.radial_hidden}" if m.kind == "radial" else
+           f"model.widths {show(list(m.widths))} (model.mid_width {m.mid_width})")
+    have = Path(path).stat().st_size
+    if params * 4 > have:
+        raise CheckpointError(f"{path}: metadata field 'recipe' ({key}) describes {params:,} weights, at least "
+                              f"{params * 4:,} bytes, but the file holds {have:,} bytes; expected the metadata of "
+                              f"the weights in the file")
+    need_memory(params * 4 * 2, f"{path}: metadata field 'recipe' ({key})", None,
+                f"for {params:.3g} weights (the model and the weights read from the file)")
+
+
 def load_model(path, device="cpu", weights="auto"):
     """(model in eval mode, metadata); refuses anything that is not a dsmctl safetensors file whose metadata
     and weights fit together (types, dtypes, shapes, finite values: each named where it fails)."""
@@ -200,6 +224,7 @@ def load_model(path, device="cpu", weights="auto"):
     except (RecipeError, TypeError, ValueError, KeyError, AttributeError) as e:
         raise CheckpointError(f"{path}: metadata field 'recipe' is not a valid recipe "
                               f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+    check_model_size(path, recipe, meta["shape"])
     try:
         model = build_model(recipe.model, meta["shape"])
     except ValueError as e:
@@ -211,5 +236,9 @@ def load_model(path, device="cpu", weights="auto"):
         raise CheckpointError(f"{path}: unreadable weights ({str(e).splitlines()[0][:160]})") from None
     check_state(path, state, model)
     model.load_state_dict(state)
+    for part in model.modules():  # parts that can say their values make no density (a Gaussian base)
+        problem = part.problem() if hasattr(part, "problem") else None
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
     meta = {**meta, "recipe": recipe.to_dict()}  # every key present, as the recipe code defines them
     return model.to(device).eval(), meta

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
+from ..recipe_yaml import show
 
 
 def seed_ranges(text):
@@ -30,12 +31,12 @@ def seed_ranges(text):
             if b < a or a < 0 or b >= 2 ** 63:
                 raise ValueError
         except ValueError:
-            raise ValueError(f"--seeds {text!r}: expected seeds like 0-63 or 0,5,10-19 (non-negative, ascending "
+            raise ValueError(f"--seeds {show(text)}: expected seeds like 0-63 or 0,5,10-19 (non-negative, ascending "
                              "ranges)") from None
         ranges.append((a, b))
     ordered = sorted(ranges)
     if any(b0 >= a1 for (_, b0), (a1, _) in zip(ordered, ordered[1:])):
-        raise ValueError(f"--seeds {text!r}: seeds must be non-negative and distinct")
+        raise ValueError(f"--seeds {show(text)}: seeds must be non-negative and distinct")
     return ranges
 
 
