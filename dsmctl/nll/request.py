@@ -20,9 +20,6 @@ PROPOSALS = ("uniform", "truncnorm")
 WEIGHTS = ("auto", "ema", "raw")
 
 
-MAX_T = 1e12  # largest noise variance accepted anywhere a t is given
-
-
 class RequestError(ValueError):
     """A bad eval-nll option; the message names the option, its value and what was expected."""
 
@@ -132,8 +129,12 @@ class EvalRequest:
             need(not self.noise_t, "--estimator dequantized evaluates clean 8-bit images (t = 0); drop --t/--psnr "
                  "(the density's own noise level is --bound-t)")
         if self.bound_t is not None and self.bound_t != "auto":
-            need(finite(self.bound_t) and 0 <= self.bound_t <= MAX_T,
-                 f"--bound-t {self.bound_t}: expected auto or a noise variance in [0, {MAX_T:g}]")
+            from ..units import check_t
+
+            try:
+                check_t(self.bound_t if finite(self.bound_t) else None, f"--bound-t {self.bound_t}")
+            except ValueError as e:
+                raise RequestError(f"{e} (or auto)") from None
         need(self.proposal in PROPOSALS, f"--proposal {self.proposal!r}: expected one of {', '.join(PROPOSALS)}")
         if self.proposal_scale is not None and self.proposal_scale != "auto":
             need(finite(self.proposal_scale) and 0 < self.proposal_scale <= 1,
