@@ -180,7 +180,8 @@ class Model:
             if not _is_int(n) or n < 1:
                 raise ValueError(f"n={n!r}: expected an integer >= 1")
             if not _is_int(seed) or seed < 0:
-                raise ValueError(f"seed={seed!r}: expected an integer >= 0 (seeds are non-negative, as in dsmctl sample)")
+                raise ValueError(f"seed={seed!r}: expected an integer >= 0 (seeds are non-negative, as in "
+                                 "dsmctl sample)")
             seeds = list(range(seed, seed + n))
         else:
             seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
