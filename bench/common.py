@@ -26,21 +26,24 @@ PAPER = {"widths": (64, 128, 256), "mid": 512, "side": 64, "channels": 3, "batch
 
 
 def pick_device(name="auto", threads=1):
-    """'auto' = cuda if available else cpu. On the CPU, use `threads` intra-op threads (recorded in the results).
+    """dsmctl's --device rule (device.resolve_device: 'auto' = cuda if available else cpu). On the CPU, use
+    `threads` intra-op threads (recorded in the results).
 
     One thread is the default on a shared CPU: with several busy processes per core, every parallel region of a
     2-thread op waits at its barrier for a descheduled sibling, which made steps ~5x slower here."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("error: --device cuda: no CUDA device visible to torch (torch.cuda.is_available() is False)")
+    from dsmctl.device import DeviceError, resolve_device
+
+    try:
+        device = resolve_device(name)
+    except DeviceError as e:
+        sys.exit(f"error: {e}")
     torch.set_num_threads(threads)
-    if name.startswith("cuda"):
+    if device.type == "cuda":
         # fp32 as in the paper and `dsmctl train` (precision fp32): no TF32, whatever cuDNN's default. Through the
         # engine's setter: torch refuses a mix of its legacy allow_tf32 flags and the fp32_precision API.
         set_fp32_precision(False)
         torch.backends.cudnn.benchmark = True
-    return torch.device(name)
+    return device
 
 
 def make_models(channels=3, widths=PAPER["widths"], mid=PAPER["mid"], layers=3, device="cpu", seed=0,

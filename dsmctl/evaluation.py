@@ -55,7 +55,8 @@ def run_denoising(model, ckpt, data, opts, batch_size, seed, device, plots=None,
     curves = {f"{model_label(ckpt)} ({kind})": denoising_curve(model, data, psnrs, batch_size, seed, device)}
     if opts.get("denoiser"):
         den, dmeta = load_model(opts["denoiser"], device, opts.get("weights", "auto"))
-        curves[f"{model_label(opts['denoiser'])} ({dmeta['recipe']['model']['kind']}, --denoiser)"] = denoising_curve(den, data, psnrs, batch_size, seed, device)
+        name = f"{model_label(opts['denoiser'])} ({dmeta['recipe']['model']['kind']}, --denoiser)"
+        curves[name] = denoising_curve(den, data, psnrs, batch_size, seed, device)
     res = {"curves": curves, "protocol": f"noise keyed by dataset index (seed {seed}), {len(data)} images of "
            f"{data.name}; output PSNR per image, no clipping, mean over images"}
     if plots:

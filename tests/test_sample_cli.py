@@ -106,3 +106,26 @@ def test_missing_checkpoint_is_reported(tmp_path, monkeypatch, capsys):
     code, _, err = dsmctl("sample", tmp_path / "nope", "--n", 2, "--out", tmp_path / "x",
                           monkeypatch=monkeypatch, capsys=capsys)
     assert code == 2 and "nope" in err
+
+
+def test_sample_request_defaults_are_the_commands_and_the_samplers():
+    """SampleRequest (sample/request.py) is what `dsmctl sample` and Model.sample build: its defaults are the
+    command's option defaults and SamplerConfig's (init and the noise range come from the model's recipe)."""
+    import dataclasses
+    import inspect
+
+    from dsmctl.commands.sample import sample as command
+    from dsmctl.sample.request import SampleRequest
+    from dsmctl.sample.samplers import SamplerConfig
+
+    request = SampleRequest("model")
+    options = inspect.signature(command).parameters
+    shared = [f.name for f in dataclasses.fields(SampleRequest) if f.name in options and f.name != "out"]
+    assert len(shared) == 22  # all but model (the argument ckpt), out (required), rho and python (API only)
+    for name in shared:
+        assert options[name].default.default == getattr(request, name), name
+    for f in dataclasses.fields(SamplerConfig):
+        if f.name not in ("steps", "t_max", "t_min", "init"):
+            assert getattr(request, f.name) == f.default, f.name
+    assert SampleRequest("m", n=3).check().seed_list() == [0, 1, 2]
+    assert SampleRequest("m", seeds="4,0-1").check().seed_list() == [4, 0, 1]
