@@ -24,7 +24,7 @@ def eval_nll(
     weights: str = typer.Option("auto", help="auto (EMA weights when the run has them) | ema | raw."),
     stored_constant: bool = typer.Option(False, help="Reuse the constant stored at the end of training."),
     baseline: bool = typer.Option(True, help="Also report a Gaussian fitted to the training split."),
-    per_image: Optional[Path] = typer.Option(None, help="Write per-image energies to FILE (.csv or .jsonl)."),
+    per_image: Optional[str] = typer.Option(None, help="Write per-image energies to FILE (.csv or .jsonl)."),
     estimator: str = typer.Option("one-shot", help="one-shot (the paper's) | dequantized (8-bit data, a bound) | "
                                   "pf-ode (probability-flow ODE)."),
     draws: int = typer.Option(4, help="dequantized: uniform noise draws per image; --consistency: noise draws per level."),

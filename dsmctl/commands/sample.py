@@ -47,20 +47,26 @@ def sample(
     """
     from ..sample import generate as generation
     from ..sample import files as sample_io
+    from ..outputs import DirLock
     from ..progress import FractionProgress
 
     check_options(ckpt, out, n, seeds, sampler, solver, steps, t_max, t_min, schedule, init, h0, h_schedule, beta,
                   noise_estimate, max_iters, langevin_steps, step_scale, predictor, batch_size, device, grid, merge)
-    if merge:
-        res = generation.merge_dir(ckpt, out, grid)
-    else:
-        seed_list = sample_io.parse_seeds(seeds) if seeds is not None else list(range(n))
-        with FractionProgress(f"sample {sampler}, {len(seed_list)} seeds", not quiet) as bar:
-            res = generation.sample_checkpoint(
-                ckpt, seed_list, out, batch_size=batch_size, device=device, shard=shard, grid_n=grid, progress=bar,
-                sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min, schedule=schedule,
-                init=init, h0=h0, h_schedule=h_schedule, beta=beta, noise_estimate=noise_estimate,
-                max_iters=max_iters, langevin_steps=langevin_steps, step_scale=step_scale, predictor=predictor)
+    # One writer of --out: a single process or --merge holds its lock alone; the shards of one split run
+    # (--shard R/W or torchrun) write disjoint files and hold it together.
+    world = 1 if merge else generation.parse_shard(shard)[1]
+    with DirLock(out, "--out", shared=world > 1):
+        if merge:
+            res = generation.merge_dir(ckpt, out, grid)
+        else:
+            seed_list = sample_io.parse_seeds(seeds) if seeds is not None else list(range(n))
+            with FractionProgress(f"sample {sampler}, {len(seed_list)} seeds", not quiet) as bar:
+                res = generation.sample_checkpoint(
+                    ckpt, seed_list, out, batch_size=batch_size, device=device, shard=shard, grid_n=grid,
+                    progress=bar, sampler=sampler, solver=solver, steps=steps, t_max=t_max, t_min=t_min,
+                    schedule=schedule, init=init, h0=h0, h_schedule=h_schedule, beta=beta,
+                    noise_estimate=noise_estimate, max_iters=max_iters, langevin_steps=langevin_steps,
+                    step_scale=step_scale, predictor=predictor)
     from ..sample.files import summary_lines
 
     render(summary_lines(res))
