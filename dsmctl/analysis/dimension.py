@@ -139,6 +139,10 @@ def run(ckpt, t_grid=None, draws=100, n_images=16, source=None, split=None, batc
         lo, hi = rec["noise"]["t_min"], rec["noise"]["t_max"]
         t_grid = parse_t_grid(f"{lo}:{hi}:{max(2, round(2 * math.log10(hi / lo)) + 1)}")
     data, _, _ = open_eval_data(meta, source, split, n_images)
+    outside = sorted({p for p in plot_images or () if not 0 <= p < len(data)})
+    if outside:  # before the work: the split may hold fewer images than asked for
+        raise ValueError(f"--images {','.join(map(str, outside))}: out of range; expected positions "
+                         f"0..{len(data) - 1} of the {len(data)} evaluated images")
     ev = rec["eval"]
     batch_size, seed = batch_size or ev["batch_size"], ev["seed"] if seed is None else seed
     with_energy = rec["model"]["kind"] != "denoiser"

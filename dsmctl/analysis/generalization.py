@@ -31,10 +31,10 @@ def subset_specs(n, split="first-last"):
     """('first:N', 'last:N') or, for split 'random:SEED', two seeded disjoint random subsets."""
     if split == "first-last":
         return f"first:{n}", f"last:{n}"
-    if split.startswith("random:"):
-        seed = split.split(":", 1)[1]
-        return f"random:{n}:{seed}:a", f"random:{n}:{seed}:b"
-    raise ValueError(f"split {split!r}: expected first-last or random:SEED")
+    seed = split.split(":", 1)[1] if split.startswith("random:") else ""
+    if seed and all(c in "0123456789" for c in seed) and len(seed) <= 19:
+        return f"random:{n}:{int(seed)}:a", f"random:{n}:{int(seed)}:b"
+    raise ValueError(f"--split {split!r}: expected first-last or random:SEED (SEED an integer >= 0, e.g. random:0)")
 
 
 def train_side(recipe, spec, run_dir, progress=True, log=print):

@@ -17,8 +17,9 @@ def dimension(
     split: Optional[str] = typer.Option(None, help="Split (default: the recipe's eval split)."),
     images: Optional[str] = typer.Option(None, help="Positions (0..N-1) of the images to plot, e.g. 0,3,7 "
                                          "(default: most to least probable)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Per-image rows to FILE (.csv or .jsonl)."),
-    plot: Optional[Path] = typer.Option(None, help="PNG of d_eff and E log p_t against t (Fig. 5)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Per-image rows to FILE (.csv or .jsonl)."),
+    plot: Optional[str] = typer.Option(None, help="Figure of d_eff and E log p_t against t (Fig. 5): .png, .pdf, "
+                                       ".svg, ..."),
     batch_size: Optional[int] = typer.Option(None),
     seed: Optional[int] = typer.Option(None, help="Noise seed (noise is keyed by dataset index)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
@@ -43,10 +44,22 @@ def dimension(
         pos = [-1]
     if pos is not None and (not pos or min(pos) < 0):
         raise UsageError(f"--images {images!r}: expected comma-separated positions 0..N-1, e.g. 0,3,7")
+    if pos is not None:
+        outside = sorted({p for p in pos if p >= n_images})
+        if outside:
+            raise UsageError(f"--images {images!r}: {', '.join(map(str, outside))} out of range; expected positions "
+                             f"0..{n_images - 1} of the --n-images {n_images} evaluated images")
+        if plot is None:
+            raise UsageError(f"--images {images!r}: chooses the curves of --plot; give --plot FILE.png too")
     resolve_device(device)
-    for option, path in (("--out", out), ("--plot", plot)):
-        if path is not None:
-            check_writable(path, option, kind="file")
+    from ..outputs import IMAGE_SUFFIXES
+
+    if out is not None:
+        out = check_writable(out, "--out", kind="file", inputs=(ckpt,))
+    if plot is not None:
+        plot = check_writable(plot, "--plot", kind="file", suffixes=IMAGE_SUFFIXES, inputs=(ckpt,))
+    if out is not None and plot is not None and out.absolute() == plot.absolute():
+        raise UsageError(f"--out and --plot both name {out}; expected two files")
     res = run(ckpt, grid, draws, n_images, data, split, batch_size, seed, device, out, plot, pos,
               log=lambda text: err.print(text))
     err.print(summary_text(res))

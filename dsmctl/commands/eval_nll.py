@@ -34,7 +34,7 @@ def eval_nll(
     weights: str = typer.Option("auto", help="auto (EMA weights when the run has them) | ema | raw."),
     stored_constant: bool = typer.Option(False, help="Reuse the constant stored at the end of training."),
     baseline: bool = typer.Option(True, help="Also report a Gaussian fitted to the training split."),
-    per_image: Optional[Path] = typer.Option(None, help="Write per-image energies to FILE (.csv or .jsonl)."),
+    per_image: Optional[str] = typer.Option(None, help="Write per-image energies to FILE (.csv or .jsonl)."),
     estimator: str = typer.Option("auto", help="auto (the bound on 8-bit images at t = 0, else one-shot) | one-shot "
                                   "(the paper's; on 8-bit data a plug-in, not a bound) | dequantized (8-bit data: "
                                   "importance-weighted upper bound) | pf-ode (probability-flow ODE)."),

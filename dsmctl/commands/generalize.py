@@ -16,7 +16,8 @@ def generalize(
     split: str = typer.Option("first-last", help="first-last (first N vs last N) | random:SEED (disjoint random)."),
     models: List[Path] = typer.Option([], "--models", help="Two existing checkpoints to compare instead of training "
                                       "(give --models twice)."),
-    n_eval: int = typer.Option(500, help="Images evaluated per set (each subset and the test split)."),
+    n_eval: int = typer.Option(500, help="Images evaluated per set (each subset and the test split), >= 1; a set "
+                               "with fewer images is evaluated whole."),
     threshold: float = typer.Option(1.0, "--memorization-threshold", help="dB/dim: a model memorizes when its own "
                                     "training images' mean log p exceeds the test images' by more than this."),
     t: Optional[float] = typer.Option(None, help="Noise variance of the evaluated images (default: the recipe's "
@@ -35,21 +36,29 @@ def generalize(
       dsmctl generalize recipes/quickstart.yaml --n 10,100,1000 --steps 800 --out runs/gen
       dsmctl generalize --models runs/gen/N100-a --models runs/gen/N100-b --out runs/gen-100
     """
+    from contextlib import nullcontext
+
     from ..analysis import generalization as G
     from ..device import resolve_device
+    from ..outputs import DirLock
 
     need_t(t, "--t")
     need_float(threshold, "--memorization-threshold", what="threshold in dB/dim")
-    need_int(n_eval, "--n-eval", 0)
+    need_int(n_eval, "--n-eval", 1)
     need_int(batch_size, "--batch-size", 1, 10 ** 7)
+    try:
+        G.subset_specs(1, split)  # --split, before anything is trained
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     resolve_device(device)  # refuses a device this machine does not have, before any work
     if out is not None:
         check_writable(out, "--out")
     if models:
         if len(models) != 2 or recipe is not None:
             raise UsageError("--models takes exactly two checkpoints (give it twice) and no recipe")
-        res = G.run_pair(models[0], models[1], n_eval, threshold, batch_size or 256, resolve_device(device), out, plot,
-                         t or 0.0)
+        with DirLock(out, "--out") if out is not None else nullcontext():
+            res = G.run_pair(models[0], models[1], n_eval, threshold, batch_size or 256, resolve_device(device), out,
+                             plot, t or 0.0)
     else:
         from ..recipe import load_recipe
 
@@ -61,13 +70,16 @@ def generalize(
             ns = []
         if not ns or min(ns) < 1:
             raise UsageError(f"--n {n!r}: expected comma-separated subset sizes >= 1, e.g. 10,100,1000")
+        twice = sorted({v for v in ns if ns.count(v) > 1})
+        if twice:
+            raise UsageError(f"--n {n!r}: {', '.join(map(str, twice))} given twice; expected distinct subset sizes")
         overrides = list(set_) + ([f"train.steps={steps}"] if steps else [])
         r = load_recipe(recipe, overrides)
         if r.data.subset:
             raise UsageError(f"{recipe}: data.subset is set ({r.data.subset}); generalize chooses the subsets itself")
-        G.subset_specs(1, split)  # validates --split
-        res = G.run(r, ns, out, split, n_eval, threshold, batch_size, resolve_device(device), progress=not quiet,
-                    log=lambda text: err.print(text), plot=plot, t=t)
+        with DirLock(out, "--out"):  # one writer of OUT (each run dir inside it is locked by its training too)
+            res = G.run(r, ns, out, split, n_eval, threshold, batch_size, resolve_device(device), progress=not quiet,
+                        log=lambda text: err.print(text), plot=plot, t=t)
     err.print(G.summary_text(res["rows"]))
     if res.get("protocol"):
         err.print(f"protocol: {res['protocol']}")

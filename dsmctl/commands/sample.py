@@ -45,6 +45,7 @@ def sample(
       dsmctl sample runs/quickstart --seeds 0-63 --sampler mala --steps 30 --out samples/qs-mala --json
       torchrun --standalone --nproc_per_node 4 -m dsmctl sample RUN --seeds 0-9999 --out samples/big
     """
+    from ..outputs import DirLock
     from ..progress import FractionProgress
     from ..sample import generate as generation
     from ..sample.files import summary_lines
@@ -56,11 +57,15 @@ def sample(
         max_iters=max_iters, langevin_steps=langevin_steps, step_scale=step_scale, predictor=predictor,
         batch_size=batch_size, device=device, shard=shard, merge=merge, grid=grid)
     check_request(request)
-    if merge:
-        res = generation.merge_dir(ckpt, out, grid)
-    else:
-        with FractionProgress(f"sample {sampler}, {request.count()} seeds", not quiet) as bar:
-            res = generation.sample_checkpoint(request, progress=bar)
+    # One writer of --out: a single process or --merge holds its lock alone; the shards of one split run
+    # (--shard R/W or torchrun) write disjoint files and hold it together.
+    world = 1 if merge else generation.parse_shard(shard)[1]
+    with DirLock(out, "--out", shared=world > 1):
+        if merge:
+            res = generation.merge_dir(ckpt, out, grid)
+        else:
+            with FractionProgress(f"sample {sampler}, {request.count()} seeds", not quiet) as bar:
+                res = generation.sample_checkpoint(request, progress=bar)
     render(summary_lines(res))
     if as_json:
         emit_json(res)

@@ -14,7 +14,6 @@ removes the partial folder; an interruption keeps it. `--force` replaces an exis
 (out -> .<out>.old-PID, partial -> out); recover() finishes or undoes that when a run was killed between them.
 """
 import errno
-import fcntl
 import hashlib
 import json
 import math
@@ -26,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..budget import gib, need_memory
-from ..fileio import WriteError, disk_errors, disk_reason, fsync_dir, pid_alive, write_json
+from ..fileio import (LockBusy, WriteError, disk_errors, disk_reason, fsync_dir, hold_lock, owner_text, pid_alive,
+                      write_json)
 from .cache import (FORMAT, MANIFEST, DataError, array_sha256, combined_fingerprint, is_prepared,
                     npy_data_offset, read_manifest, sample_sha256)
 from .readers import ArrayReader, check_finite, check_reader
@@ -126,36 +126,20 @@ def check_sizes(out, readers):
 
 
 def _lock(out):
-    """Hold `.<out>.lock` (flock); the file is removed again by _unlock, so a lock is re-checked after taking it:
-    the file locked must still be the one at that path (not one a finishing run just removed)."""
+    """Hold `.<out>.lock` (fileio.hold_lock); the file is removed again by _unlock."""
     path = out.parent / f".{out.name}.lock"
-    while True:
-        try:
-            f = open(path, "a")
-        except OSError as e:
-            raise DataError(f"{out}: not writable ({disk_reason(e) or e.strerror or e}: cannot create files in "
-                            f"{out.parent})") from None
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            raise DataError(f"{out}: another `dsmctl prepare` is writing it right now ({path} is locked)") from None
-        try:
-            same = os.path.samestat(os.fstat(f.fileno()), os.stat(path))
-        except FileNotFoundError:
-            same = False
-        if same:
-            return f
-        f.close()
-
-
-def _unlock(f):
     try:
-        os.unlink(f.name)  # still holding the lock: whoever opened this file before re-checks and retries
-    except OSError:
-        pass
-    fcntl.flock(f, fcntl.LOCK_UN)
-    f.close()
+        return hold_lock(path, owner=owner_text())
+    except LockBusy as e:
+        raise DataError(f"{out}: another `dsmctl prepare` is writing it right now "
+                        f"({f'{e.owner}; ' if e.owner else ''}{path} is locked)") from None
+    except OSError as e:
+        raise DataError(f"{out}: not writable ({disk_reason(e) or e.strerror or e}: cannot create files in "
+                        f"{out.parent})") from None
+
+
+def _unlock(lock):
+    lock.release(remove=True)  # still holding it while removing: whoever opened this file before re-checks
 
 
 def recover(out):

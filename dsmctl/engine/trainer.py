@@ -19,6 +19,7 @@ import torch
 from .. import data as data_mod
 from ..fileio import disk_errors
 from ..nn.model_file import RAW_FILE, save_model
+from ..outputs import DirLock
 from ..nn.build import build_model, count_parameters
 from .objectives import sample_t
 from ..rng import hash_seed
@@ -148,15 +149,21 @@ def train(recipe, run_dir, resume="auto", command=None, progress=True, verify_da
     directory behind when it created it; one that diverges keeps its metrics for diagnosis.
     """
     run_dir = Path(run_dir)
-    fresh = not run_dir.exists() and not run_dir.is_symlink()
+    main = int(os.environ.get("RANK", "0")) == 0
+    # One writer per run directory: the main process locks it (all ranks of this training share it); a second
+    # `dsmctl train` into it is refused before anything is read or written (outputs.DirLock).
+    lock = DirLock(run_dir, "run directory").acquire() if main else None
+    fresh = lock is not None and lock.created
     stepped = {"done": False}
     try:
         return _train(recipe, run_dir, resume, command, progress, stepped, verify_data)
     except BaseException as e:
-        if fresh and not stepped["done"] and not isinstance(e, DivergedError) \
-                and int(os.environ.get("RANK", "0")) == 0:
+        if fresh and not stepped["done"] and not isinstance(e, DivergedError):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _train(recipe, run_dir, resume, command, progress, stepped, verify_data):

@@ -8,7 +8,6 @@ EVALUATES_AT_T (default True; False when U is read at t_min rather than at t), c
 (refusals that need the data), baseline(density, data, request) (the estimator on a closed-form density).
 """
 import math
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -152,7 +151,7 @@ class EvalRequest:
              f"--psnr-grid {self.psnr_grid!r}: expected comma-separated PSNRs in dB")
         check_device(self.device)
         if self.per_image is not None:
-            check_writable_file("--per-image", self.per_image)
+            check_writable_file("--per-image", self.per_image, inputs=(self.model, self.denoiser))
         if self.plots is not None:
             check_writable_dir("--plots", self.plots)
         if self.denoiser is not None:
@@ -202,26 +201,23 @@ def check_device(device):
         raise RequestError(str(e)) from None
 
 
-def check_writable_file(option, path):
-    path = Path(path)
-    parent = path.parent
-    if path.is_dir():
-        raise RequestError(f"{option} {path}: is a directory; expected a .csv or .jsonl file name")
-    if not parent.is_dir():
-        raise RequestError(f"{option} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise RequestError(f"{option} {path}: not writable here")
+def check_writable_file(option, path, inputs=()):
+    """The shared output rules (dsmctl/outputs.py): a .csv/.jsonl file, never a link, device, input or run file."""
+    from ..outputs import OutputError, check_file
+
+    try:
+        check_file(path, option, inputs=inputs)
+    except OutputError as e:
+        raise RequestError(str(e)) from None
 
 
 def check_writable_dir(option, path):
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RequestError(f"{option} {path}: exists and is not a directory")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise RequestError(f"{option} {path}: cannot create or write in {existing}")
+    from ..outputs import OutputError, check_dir
+
+    try:
+        check_dir(path, option)
+    except OutputError as e:
+        raise RequestError(str(e)) from None
 
 
 @dataclass
