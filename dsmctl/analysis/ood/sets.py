@@ -143,10 +143,27 @@ def open_sets(meta, source=None, fit_split=None, fit_images="last:1000", referen
                 raise ValueError(f"--outliers {spec}: expected class:K with K a class number, e.g. class:8")
             data = with_label(ref_full, int(arg), n)
         else:
-            data = data_mod.open_split(kind, arg or "test")
-            data = data.subset(np.arange(min(n, len(data))))
+            data = _open_source(spec, n)
         sets["digits" if kind == "digits" else spec] = check_set(data, shape, "--outliers")
     return fit, ref, sets, notes
+
+
+def _open_source(spec, n):
+    """SRC or SRC:SPLIT (split: a plain name after the last colon; default test), its first n images."""
+    from ... import data as data_mod
+
+    if not any(ch in spec for ch in "/.:") and not Path(spec).exists() and spec not in ("demo", "synthetic"):
+        raise ValueError(f"--outliers {spec}: unknown outlier set; expected one of {', '.join(SHIFTS)}, class:K, or a "
+                         "data source SRC[:SPLIT] (a prepared directory, a .npz file, ...)")
+    src, _, split = spec.rpartition(":")
+    if not src or "/" in split or "." in split:
+        src, split = spec, "test"
+    try:
+        data = data_mod.open_split(src, split)
+    except data_mod.DataError as e:
+        raise ValueError(f"--outliers {spec}: {str(e).splitlines()[0]}; expected a built-in set "
+                         f"({', '.join(SHIFTS)}, class:K) or a data source SRC[:SPLIT]") from None
+    return data.subset(np.arange(min(n, len(data))))
 
 
 def _seen(fit, source, split, rec):
