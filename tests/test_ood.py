@@ -64,7 +64,9 @@ def test_mahalanobis_detector_on_gaussians_matches_the_f_distribution():
     AUROC = P(s^2 A > B) = P(B/A < s^2) = F_{k,k}(s^2), whatever C (the detector must whiten it)."""
     g = np.random.default_rng(1)
     k, s2, n = 3, 2.0, 3000
-    mix = np.array([[1.0, 0.0, 0.0], [0.9, 0.4, 0.0], [0.1, -0.5, 2.0]])
+    # strongly correlated (after standardizing, correlations ~0.99): a detector that does not whiten sees about
+    # one degree of freedom instead of three (AUROC ~ F_{1,1}(2) = 0.61 instead of F_{3,3}(2) = 0.71)
+    mix = np.array([[1.0, 0.0, 0.0], [0.99, 0.14, 0.0], [0.98, 0.1, 0.17]]) * np.array([[1.0], [3.0], [0.2]])
     fit = g.standard_normal((20000, k)) @ mix.T
     ref = g.standard_normal((n, k)) @ mix.T
     out = math.sqrt(s2) * g.standard_normal((n, k)) @ mix.T
@@ -225,6 +227,7 @@ def test_score_command_end_to_end_and_detector_reuse(tiny_run, tmp_path, monkeyp
     (["--outliers", "invertd"], "--outliers invertd: unknown outlier set"),
     (["--outliers", "{other}"], "expected (1, 16, 16)"),
     (["--outliers", "{empty}"], "no images"),
+    (["--data", "{labelled}", "--outliers", "class:5"], "[class 5]: no images"),
     (["--fit-images", "first:1"], "1 fit image(s); expected at least 2"),
     (["--t-grid", "1,0.1"], "--t-grid 1,0.1"),
     (["--t-grid", "-1"], "--t-grid -1"),
@@ -236,7 +239,11 @@ def test_bad_input_is_refused_with_one_line(tiny_run, tmp_path, monkeypatch, cap
     np.savez(other, test=np.zeros((4, 1, 8, 8), np.uint8))
     np.savez(empty, test=np.zeros((0, 1, 16, 16), np.uint8))
     junk.write_bytes(b"junk")
-    args = [a.format(other=other, empty=empty, junk=junk) for a in args]
+    labelled = tmp_path / "labelled.npz"
+    g = np.random.default_rng(0)
+    np.savez(labelled, train=g.integers(0, 256, (40, 1, 16, 16), dtype=np.uint8), train_labels=np.arange(40) % 4,
+             test=g.integers(0, 256, (20, 1, 16, 16), dtype=np.uint8), test_labels=np.arange(20) % 4)
+    args = [a.format(other=other, empty=empty, junk=junk, labelled=labelled) for a in args]
     out = tmp_path / "o"
     code, io = run_main(monkeypatch, capsys, "score", tiny_run, "--n", "4", "--fit-images", "last:8",
                         "--t-grid", "0,1", "--bound-draws", "0", "--out", out, *args)
