@@ -7,7 +7,8 @@ Built-in shifts of the reference images x (8-bit, kept 8-bit):
   digits[:FILE] the 8x8 UCI digits (scikit-learn's copy; FILE: its digits.csv.gz), resized to the model's shape
 Any other name is a data source (`dsmctl prepare` accepts it, or a prepared directory), SRC or SRC:SPLIT (default
 split: test); class:K takes the reference split's images with label K (leave-one-class-out).
-Random shifts are keyed by the seed, so a set is the same on every run.
+Random shifts are keyed by the seed, so a set is the same on every run. A built-in set is a new array: its
+per-image `index` is the position k (for the shifts of the reference: the shift of the k-th reference image).
 """
 import gzip
 from pathlib import Path
