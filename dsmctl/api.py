@@ -238,6 +238,47 @@ class Model:
                      start=start)
         return quantize(out["x"], self.shape)
 
+    def ood_features(self, x, t_grid=(0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), draws=1, bound_draws=2, seed=0,
+                     batch_size=128):
+        """Per-image OOD features (analysis/ood/features.py): dict with names, values (N, F), nll_bits, bound_bits,
+        zlib_bits, base_bits (None where they do not apply: the bound and zlib need 8-bit images, e.g. an Images view
+        or a uint8 tensor), indices and forward_passes per image."""
+        from .analysis.ood.features import features
+
+        self._need_energy("OOD features")
+        data, _ = self._images("x", x)
+        return features(self.net, data, list(t_grid), self._constant_or_zero(), _count(draws, "draws"),
+                        _count(seed, "seed", 0), _batch(batch_size), self.device, _count(bound_draws, "bound_draws", 0))
+
+    def fit_detector(self, x, t_grid=(0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), draws=1, bound_draws=2, seed=0,
+                     batch_size=128):
+        """The OOD detector of `dsmctl score` fitted on in-distribution images x (held out from training, ideally);
+        det.save(path) writes it, analysis.ood.detector.Detector.load(path) reads it back."""
+        from .analysis.ood.run import fit_detector
+
+        opts = {"t_grid": list(t_grid), "draws": draws, "bound_draws": bound_draws, "seed": seed}
+        feat = self.ood_features(x, t_grid, draws, bound_draws, seed, batch_size)
+        return fit_detector(feat, opts, getattr(x, "name", "array"), self._model_info())
+
+    def ood_scores(self, x, detector, batch_size=128):
+        """{score name: (N,) numpy array} as `dsmctl score` writes per image, higher = more outlying; detector: a
+        fitted detector or the path of one (OUT/detector.safetensors), made for this model file."""
+        from .analysis.ood.detector import Detector
+        from .analysis.ood.run import check_detector, scores
+
+        det = detector if isinstance(detector, Detector) else Detector.load(detector)
+        check_detector(det, self._model_info(), getattr(detector, "name", detector))
+        m = det.meta
+        return scores(self.ood_features(x, m["t_grid"], m["draws"], m["bound_draws"], m["seed"], batch_size), det)
+
+    def _model_info(self):
+        from .analysis.ood.run import model_id
+
+        return {"path": str(self.path), "sha256": model_id(self.path), "step": self.meta.get("step")}
+
+    def _constant_or_zero(self):
+        return float((self.meta.get("normalization") or {}).get("constant", 0.0))
+
     def _energy(self, name, y, t, batch_size):
         from .nll.likelihood import energy_at
 
@@ -305,6 +346,12 @@ class Model:
 
 def _is_int(v):
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _count(value, name, lo=1):
+    if not _is_int(value) or value < lo:
+        raise ValueError(f"{name}={value!r}: expected an integer >= {lo}")
+    return int(value)
 
 
 def _batch(batch_size):

@@ -1,4 +1,4 @@
-"""dsmctl command line: the Typer app, its six commands (dsmctl/commands/) and the one error boundary.
+"""dsmctl command line: the Typer app, its seven commands (dsmctl/commands/) and the one error boundary.
 
 Error classes and exit codes (docs/training.md, "Errors and exit codes"):
   bad input (ValueError and its subclasses: UsageError, RecipeError, DataError, CheckpointError, ...),
@@ -16,7 +16,7 @@ import traceback
 
 import typer
 
-from .commands import dimension, eval_nll, generalize, prepare, sample, train
+from .commands import dimension, eval_nll, generalize, prepare, sample, score, train
 from .commands.common import UsageError, emit_json, err  # noqa: F401  (the commands' shared helpers)
 from .recipe_yaml import shorten
 
@@ -31,6 +31,7 @@ app.command("eval-nll")(eval_nll.eval_nll)
 app.command()(generalize.generalize)
 app.command()(dimension.dimension)
 app.command()(sample.sample)
+app.command()(score.score)
 
 _state = {"debug": False}
 

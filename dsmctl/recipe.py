@@ -32,6 +32,7 @@ class Data:
     # each step from (train.seed, step) (Theis et al. 2016); the model then learns a density of the dequantized data.
     dequantize: bool = False
     subset: str | None = None  # "first:N", "last:N", "random:N:SEED:a|b" (disjoint halves a/b)
+    exclude_labels: tuple[int, ...] = ()  # drop these classes from the train and eval splits (leave-one-class-out)
     synthetic: dict | None = None  # for source "synthetic": {kind: gsm|gaussian, d, n_train, n_test, seed, ...}
 
 
@@ -204,6 +205,8 @@ def _check_values(r, where):
          "0 with optim.schedule onecycle (its warm-up is built in)", r.optim.warmup_steps)
     need(r.data.subset is None or re.fullmatch(r"(first|last):[1-9][0-9]*|random:[1-9][0-9]*:[0-9]+:[ab]", r.data.subset),
          "data.subset", "null, first:N, last:N or random:N:SEED:a|b", r.data.subset)
+    need(all(v >= 0 for v in r.data.exclude_labels) and len(set(r.data.exclude_labels)) == len(r.data.exclude_labels),
+         "data.exclude_labels", "a list of distinct class numbers >= 0", list(r.data.exclude_labels))
     need(r.data.source != "synthetic" or isinstance(r.data.synthetic, dict), "data.synthetic",
          "a mapping {kind, d, n_train, ...} when data.source is synthetic", r.data.synthetic)
 

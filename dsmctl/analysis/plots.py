@@ -217,3 +217,45 @@ def radial_slices(curves, radii, path, title):
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def roc_curves(panels, path, title=""):
+    """panels: {set name: {score name: (fpr, tpr, auroc)}}; one panel per outlier set."""
+    plt = _pyplot()
+    n = max(1, len(panels))
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.1 * rows), squeeze=False)
+    for ax, (name, curves) in zip(axes.flat, panels.items()):
+        for label, (fpr, tpr, auc) in curves.items():
+            ax.plot(fpr, tpr, lw=1.3, label=f"{label} {auc:.3f}")
+        ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("false-positive rate", fontsize=8)
+        ax.set_ylabel("true-positive rate", fontsize=8)
+        ax.legend(fontsize=6, loc="lower right")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def score_histograms(values, path, title="", bins=50):
+    """values: {set name: per-image scores}; overlaid histograms on a shared axis (the first set is the reference)."""
+    plt = _pyplot()
+    finite = {k: np.asarray(v, dtype=np.float64)[np.isfinite(v)] for k, v in values.items()}
+    allv = np.concatenate([v for v in finite.values() if len(v)])
+    edges = np.histogram_bin_edges(np.clip(allv, None, np.quantile(allv, 0.995)), bins=bins)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for i, (name, v) in enumerate(finite.items()):
+        ax.hist(np.clip(v, None, edges[-1]), bins=edges, histtype="stepfilled" if i == 0 else "step",
+                alpha=0.35 if i == 0 else 1.0, lw=1.2, label=f"{name} ({len(v)})", density=True)
+    ax.set_xlabel("score (higher = more outlying; clipped at the 99.5 % quantile)", fontsize=8)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -61,4 +61,4 @@ def true_density(source, synthetic=None):
     return from_spec({k: v for k, v in spec.items() if k not in ("n_train", "n_test", "seed")})
 
 
-from .subsets import check_disjoint, partner, record_subset, subset, subset_positions, training_data_info  # noqa: E402
+from .subsets import check_disjoint, exclude_labels, partner, record_subset, subset, subset_positions, training_data_info  # noqa: E402

@@ -77,6 +77,25 @@ def subset(data, spec):
     return out
 
 
+def exclude_labels(data, labels, key="data.exclude_labels"):
+    """The view of `data` without the examples whose label is in `labels` (leave-one-class-out training)."""
+    if not labels:
+        return data
+    if data.labels is None:
+        raise DataError(f"{key} {list(labels)}: {data.name} has no labels; expected a labelled split (e.g. a prepared "
+                        "fashion-mnist, mnist or cifar10 source)")
+    own = np.asarray(data.labels)[data.index(np.arange(len(data)))]
+    keep = np.flatnonzero(~np.isin(own, np.asarray(labels, dtype=np.int64)))
+    if len(keep) == len(data) or len(keep) == 0:
+        raise DataError(f"{key} {list(labels)}: {'no' if len(keep) == len(data) else 'every'} example of {data.name} "
+                        f"has such a label; expected class numbers present in it (it has {sorted(set(own.tolist()))[:20]})")
+    tag = "-".join(str(v) for v in labels)
+    out = data.subset(keep, name=f"{data.name}[no {tag}]")
+    out.fingerprint = f"{data.fingerprint}[no {tag}:{positions_hash(out.indices)}]"
+    out.subset_spec = getattr(data, "subset_spec", None)
+    return out
+
+
 def record_subset(run_dir, data):
     """Write the dataset indices of a subset to run_dir/subset_indices.npy; returns {spec, n, file, sha256}."""
     if data.indices is None:
@@ -109,6 +128,8 @@ def training_data_info(data_cfg, data):
     """What a run records about its training data: source, split, subset + indices hash, fingerprints, flips."""
     info = {"source": str(data_cfg.source), "split": data_cfg.train_split, "subset": data_cfg.subset,
             "fingerprint": data.fingerprint, "n": len(data), "hflip": data_cfg.hflip}
+    if getattr(data_cfg, "exclude_labels", ()):
+        info["exclude_labels"] = list(data_cfg.exclude_labels)
     if data.indices is not None:
         info["subset_indices_sha256"] = positions_sha256(data.indices)
         info["subset_indices_file"] = INDICES_FILE

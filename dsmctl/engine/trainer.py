@@ -79,6 +79,7 @@ def open_train_data(recipe):
     train_data = data_mod.open_split(recipe.data.source, recipe.data.train_split, recipe.data.synthetic)
     if recipe.data.subset:
         train_data = data_mod.subset(train_data, recipe.data.subset)
+    train_data = data_mod.exclude_labels(train_data, recipe.data.exclude_labels)
     shape = train_data.shape
     if recipe.data.hflip and len(shape) != 3:
         raise TrainError("data.hflip needs image data (C x H x W)")
@@ -361,6 +362,7 @@ def compute_constant(acc, model, recipe, prog=None, weights="raw"):
     """The normalization constant on the evaluation split, stored with the exported model."""
     ev = recipe.eval
     data = data_mod.open_split(recipe.data.source, recipe.data.eval_split, recipe.data.synthetic)
+    data = data_mod.exclude_labels(data, recipe.data.exclude_labels)
     if ev.n_images:
         data = data.subset(np.arange(min(ev.n_images, len(data))))
     c, se = normalization_constant(acc, model, data, ev.t_max, ev.anchor, ev.batch_size, ev.seed)
