@@ -231,7 +231,7 @@ class Model:
                 raise ValueError(f"seeds: expected a non-empty list of integers in 0..{limits.MAX_SEED:,}")
             limits.check_count(len(seeds), math.prod(self.shape), f"seeds (a list of {len(seeds):,})")
         given = {k: v for k, v in options.items() if v is not None}  # None: the default, as sampler_setup reads it
-        request = SampleRequest(self.path, seeds=seeds, batch_size=_batch(batch_size), python=True, **given).check()
+        request = SampleRequest(self.path, seeds=seeds, batch_size=batch_size, python=True, **given).check()
         cfg, start, _ = sampler_setup(self.meta, self.path, **request.sampler_options())
         image = sample_files.is_image_shape(self.shape)
         out = sample(self.net, request.seed_list(), self.shape, cfg, request.batch_size, self.device, clip=image,

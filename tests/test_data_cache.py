@@ -174,7 +174,7 @@ def test_quick_check_sees_size_and_sampled_blocks_full_sees_every_byte(tmp_path)
             check_prepared(tmp_path / "p", "full")
         check_prepared(tmp_path / "p", "skip")
     f.write_bytes(pristine[:-1])
-    with pytest.raises(DataError, match="train.npy.*bytes, expected"):
+    with pytest.raises(DataError, match="train.npy.*bytes, but the manifest"):
         check_prepared(tmp_path / "p", "quick")
 
 

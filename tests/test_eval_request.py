@@ -103,7 +103,8 @@ def test_per_image_to_an_unwritable_directory_fails_before_evaluating(never_eval
     try:
         for place in places:
             code, err = run_cli([never_evaluates, "--per-image", place / "x.csv"], capsys)
-            assert code == 2 and err.strip().splitlines() == [f"error: --per-image {place / 'x.csv'}: not writable here"]
+            lines = err.strip().splitlines()
+            assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: --per-image {place / 'x.csv'}: not writable")
     finally:
         if len(places) > 1:
             places[1].chmod(0o700)

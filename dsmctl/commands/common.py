@@ -15,11 +15,14 @@ def check_writable(path, option, kind="directory", suffixes=None, inputs=()):
     """Refuse, before any work, an output place that cannot or must not be written: `path` is a directory to
     create or fill (kind "directory") or a file to write (kind "file", ending in one of `suffixes`, never one of
     `inputs`); the rules are outputs.py's, shared by every command."""
-    from ..outputs import TABLE_SUFFIXES, check_dir, check_file
+    from ..outputs import TABLE_SUFFIXES, OutputError, check_dir, check_file
 
-    if kind == "directory":
-        return check_dir(path, option)
-    return check_file(path, option, suffixes or TABLE_SUFFIXES, inputs)
+    try:
+        if kind == "directory":
+            return check_dir(path, option)
+        return check_file(path, option, suffixes or TABLE_SUFFIXES, inputs)
+    except OutputError as e:
+        raise UsageError(str(e)) from None
 
 
 def emit_json(obj):

@@ -47,7 +47,7 @@ def score(
     from ..analysis.ood.detector import Detector
     from ..analysis.ood.run import check_detector, model_id, run, summary_text, write_outputs
     from ..analysis.ood.sets import open_sets
-    from ..nll.evaluate import pick_device
+    from ..device import resolve_device
     from ..nn.model_file import WEIGHTS, load_model, resolve_model_path
 
     need_int(n, "--n", 1)
@@ -68,7 +68,7 @@ def score(
         if per_image.suffix not in (".csv", ".jsonl"):
             raise UsageError(f"--per-image {per_image}: expected a .csv or .jsonl file name")
         check_writable(per_image, "--per-image", kind="file")
-    dev = pick_device(device)
+    dev = resolve_device(device)
     file = resolve_model_path(ckpt, weights)
     net, meta = load_model(file, dev, weights)
     if meta["recipe"]["model"]["kind"] == "denoiser":

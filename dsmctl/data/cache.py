@@ -125,7 +125,8 @@ def inside(path, where, key, value):
         raise _bad(where, key, value, f"the name of a file in {path}")
     rel = Path(value)
     if rel.is_absolute() or ".." in rel.parts or "\\" in value or "\0" in value:
-        raise DataError(f"{where}: {key} {show(value)} points outside {path}; expected the name of a file in it")
+        raise DataError(f"{where}: {key} {show(value, width=400)} points outside {path}; expected the name of a file "
+                        "in it")
     full = path / rel
     try:
         escaped = os.path.commonpath([os.path.realpath(full), os.path.realpath(path)]) != os.path.realpath(path)

@@ -112,6 +112,8 @@ def check_sizes(out, readers):
     probe = out.parent.resolve()
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return  # not writable: the write names that (a read-only place is no "disk full")
     try:
         free = shutil.disk_usage(probe).free
     except OSError:
@@ -121,8 +123,8 @@ def check_sizes(out, readers):
         free += sum(p.stat().st_blocks * 512 for p in partial.iterdir() if p.is_file() and not p.is_symlink())
     if need > free:
         shapes = ", ".join(f"{k} {r.n:,} x {tuple(r.shape)}" for k, r in readers.items())
-        raise DataError(f"{out}: the prepared arrays need {gib(need)} ({shapes}), {probe} has {gib(free)} free; "
-                        f"expected a smaller --size or --limit, or another --out")
+        raise DataError(f"{out}: the prepared arrays need {gib(need)} ({shapes}), {probe} has {gib(free)} free: "
+                        f"not enough space left on device; expected a smaller --size or --limit, or another --out")
 
 
 def _lock(out):

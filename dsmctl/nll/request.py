@@ -128,8 +128,6 @@ class EvalRequest:
             need(not self.noise_t, "--estimator dequantized evaluates clean 8-bit images (t = 0); drop --t/--psnr "
                  "(the density's own noise level is --bound-t)")
         if self.bound_t is not None and self.bound_t != "auto":
-            from ..units import check_t
-
             try:
                 check_t(self.bound_t if finite(self.bound_t) else None, f"--bound-t {self.bound_t}")
             except ValueError as e:

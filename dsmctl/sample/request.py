@@ -46,6 +46,7 @@ class SampleRequest:
         """Refuse any bad value (UsageError naming the option) before the model is loaded or out is created; the
         seeds are counted without expanding them. Returns self."""
         from ..device import resolve_device
+        from . import limits
 
         o = self.name
         need_choice(self.sampler, o("sampler"), SAMPLERS)
@@ -55,26 +56,20 @@ class SampleRequest:
         need_choice(self.h_schedule, o("h_schedule"), ("constant", "paper"))
         need_choice(self.noise_estimate, o("noise_estimate"), ("schedule", "residual", "time-score"))
         need_choice(self.predictor, o("predictor"), ("ode", "sde", "none"))
-        need_int(self.steps, o("steps"), 1, 10 ** 7)
-        need_float(self.t_max, o("t_max"), 0, what="noise variance")
-        need_float(self.t_min, o("t_min"), 0, what="noise variance")
-        if self.t_min is not None and self.t_max is not None and self.t_min >= self.t_max:
-            raise UsageError(f"{o('t_min')}{'' if self.python else ' '}{self.t_min:g}: expected a noise variance "
-                             f"below {o('t_max')}{'' if self.python else ' '}{self.t_max:g}")
+        # The numeric limits: sample/limits.py, the one check the Python API shares (messages differ only in
+        # how the option is spelled).
+        limits.check_settings(cli=not self.python, steps=self.steps, t_max=self.t_max, t_min=self.t_min, h0=self.h0,
+                              beta=self.beta, max_iters=self.max_iters, langevin_steps=self.langevin_steps,
+                              step_scale=self.step_scale, batch_size=self.batch_size)
         need_float(self.rho, o("rho"), 0)
-        need_float(self.h0, o("h0"), 0, 1, what="step size")
-        need_float(self.beta, o("beta"), 0, 1)
-        need_int(self.max_iters, o("max_iters"), 1, 10 ** 7)
-        need_int(self.langevin_steps, o("langevin_steps"), 1, 10 ** 6)
-        need_float(self.step_scale, o("step_scale"), 0)
-        need_int(self.batch_size, o("batch_size"), 1, 10 ** 7)
         need_int(self.grid, o("grid"), 0, 10 ** 5)
         resolve_device(self.device, label=f"device={self.device!r}" if self.python else None)
         if self.merge:
             return self
         if self.n is None and self.seeds is None:
             raise UsageError("sample: give --n N or --seeds LIST")
-        need_int(self.n, o("n"), 1)
+        if self.n is not None:
+            limits.check_n_seed(self.n, 0, cli=not self.python)
         if isinstance(self.seeds, (list, tuple)):
             if not self.seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
                 raise UsageError("seeds: expected a non-empty list of integers >= 0")
