@@ -164,3 +164,26 @@ def test_truncnorm_offsets_stay_in_the_bin_and_their_density_is_normalized():
     assert w.std().item() == pytest.approx(1.0, abs=0.05) and abs(w.mean().item()) < 0.1
     u, rel = bin_offsets(idx, (3,), 0, 1, "uniform", None, torch.float64)
     assert u.abs().max() <= HALF_BIN and rel.abs().max() == 0
+
+
+def test_eval_nll_flags_an_impossible_plug_in_and_a_plug_in_far_below_the_bound(gen):
+    """eval-nll's flag check (nll/evaluate.check_flags) on the estimators' own answers for the spiky density: the
+    plug-in below 0 bits/dim (a probability above one) and far below the bound are both flagged; the bound is not."""
+    from types import SimpleNamespace
+
+    from dsmctl.nll import dequantize, one_shot
+    from dsmctl.nll.evaluate import check_flags
+
+    levels = [0, 64, 128, 192, 255]
+    density = GridMixture((1, 8, 8), levels, 1e-4)
+    data = ArrayData(density.sample_grid(100, gen, levels))
+    req = SimpleNamespace(t=0.0, t_max=1.0, anchor="exact", batch_size=64, seed=0, device=None, constant=(0.0, 0.0),
+                          draws=8, bound_t=0.0, proposal="truncnorm", proposal_scale=1e-4, estimator="dequantized",
+                          dequantize=False, log=None)
+    ref = one_shot.estimate(density, data, req)
+    bound = dequantize.estimate(density, data, req)
+    out = {"nll": bound.result.to_dict(),
+           "difference": flags.paired(ref.indices, ref.nll, bound.indices, bound.nll, data.d)}
+    codes = [f["code"] for f in check_flags(out, req, ref, data.d)]
+    assert codes == ["below-zero", "plug-in-below-bound"]
+    assert bound.result.bits_per_dim > 0 and ref.result.bits_per_dim < 0
