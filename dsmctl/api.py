@@ -248,7 +248,8 @@ class Model:
         self._need_energy("OOD features")
         data, _ = self._images("x", x)
         return features(self.net, data, list(t_grid), self._constant_or_zero(), _count(draws, "draws"),
-                        _count(seed, "seed", 0), _batch(batch_size), self.device, _count(bound_draws, "bound_draws", 0))
+                        _count(seed, "seed", 0), _batch(batch_size), self.device, _count(bound_draws, "bound_draws", 0),
+                        bound_t=self.meta["recipe"]["eval"].get("bound_t", 0.0))
 
     def fit_detector(self, x, t_grid=(0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), draws=1, bound_draws=2, seed=0,
                      batch_size=128):

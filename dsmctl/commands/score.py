@@ -80,7 +80,8 @@ def score(
     fit, ref, sets, notes = open_sets(meta, data, fit_on, fit_images, reference, specs, n, seed, need_fit=det is None)
     norm = meta.get("normalization") or {}
     opts = {"t_grid": grid, "constant": float(norm.get("constant", 0.0)), "draws": draws, "bound_draws": bound_draws,
-            "seed": seed, "batch_size": batch_size, "device": dev}
+            "seed": seed, "batch_size": batch_size, "device": dev,
+            "bound_t": meta["recipe"]["eval"].get("bound_t", 0.0)}  # the bound baseline reads p_t where eval-nll does
     if not norm:
         err.print(f"note: {file} has no stored normalization constant; nll values are unnormalized (c = 0), which "
                   "changes no score's ranking")

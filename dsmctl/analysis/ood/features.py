@@ -54,14 +54,14 @@ def forward_passes(t_grid, draws, bound_draws):
     return sum(1 if t == 0 else draws for t in t_grid) + bound_draws + (0 if 0.0 in t_grid else 1)
 
 
-def valid_bound(model, data, constant, draws=2, seed=0, batch_size=128, device=None):
-    """A valid upper bound on each image's discrete NLL, bits/dim: the uniform dequantized bound of nll/dequantize.py.
-    The one place to swap in a tighter estimator (an importance-weighted bound)."""
-    from ...nll.dequantize import dequantized_energies
+def valid_bound(model, data, constant, draws=2, seed=0, batch_size=128, device=None, t=0.0):
+    """A valid upper bound on each image's discrete NLL, bits/dim: eval-nll's importance-weighted dequantized bound
+    (nll/dequantize.py, uniform proposal, p_t at t: the recipe's eval.bound_t), the same numbers per image."""
+    from ...nll.dequantize import draw_energies, iw_nll
 
     data = ArrayData.wrap(data)
-    _, u = dequantized_energies(model, data, draws, batch_size, seed, device)
-    return ((u + constant).mean(1) / (data.d * math.log(2)) + 8).numpy()
+    _, a = draw_energies(model, data, draws, t, "uniform", None, batch_size, seed, device)
+    return (iw_nll(a, constant) / (data.d * math.log(2)) + 8).numpy()
 
 
 def zlib_bits(data, level=9):
@@ -73,7 +73,7 @@ def zlib_bits(data, level=9):
 
 @torch.no_grad()
 def features(model, data, t_grid, constant, draws=1, seed=0, batch_size=128, device=None, bound_draws=2,
-             progress=None):
+             progress=None, bound_t=0.0):
     """Every per-image statistic above; returns {"indices", "names", "values" (N, F) float64, "nll_bits",
     "bound_bits", "zlib_bits", "base_bits" (None where they do not apply), "forward_passes"}."""
     data = ArrayData.wrap(data)
@@ -112,7 +112,7 @@ def features(model, data, t_grid, constant, draws=1, seed=0, batch_size=128, dev
                                    for _, x in data.batches(batch_size, device)])
     to_bits = 1 / (d * math.log(2))
     nll_bits = nll_nats * to_bits + (8 if eight_bit else 0)
-    bound = valid_bound(model, data, constant, bound_draws, seed, batch_size, device) \
+    bound = valid_bound(model, data, constant, bound_draws, seed, batch_size, device, bound_t) \
         if eight_bit and bound_draws else None
     base_bits = torch.cat(base_all).numpy() * to_bits + (8 if eight_bit else 0) if base_all else None
     return {"indices": np.concatenate(idx_all), "names": feature_names(t_grid), "values": values,

@@ -24,7 +24,7 @@ def set_features(model, data, opts, log=None):
     """features() of one set plus its cost: seconds per image and forward passes per image."""
     t0 = time.time()
     f = features(model, data, opts["t_grid"], opts["constant"], opts["draws"], opts["seed"], opts["batch_size"],
-                 opts["device"], opts["bound_draws"])
+                 opts["device"], opts["bound_draws"], bound_t=opts.get("bound_t", 0.0))
     f["seconds_per_image"] = (time.time() - t0) / max(1, len(data))
     if log:
         log(f"[score] {data.name}: {len(data)} images, {f['seconds_per_image'] * 1e3:.1f} ms and "
