@@ -110,11 +110,6 @@ def draw_energies(model, data, draws=4, t=0.0, proposal="uniform", scale=None, b
     return torch.cat(all_idx), torch.cat(all_a)
 
 
-def dequantized_energies(model, data, draws=4, batch_size=256, seed=0, device=None, dtype=torch.float32):
-    """(indices, U(x + (u - 1/2)/256, 0) (N, draws)): the uniform proposal's draws at t = 0."""
-    return draw_energies(model, data, draws, 0.0, "uniform", None, batch_size, seed, device, dtype)
-
-
 def iw_nll(a, c, k=None):
     """Per image -log (1/K) sum_k exp(-(a_k + c)) over the first K draws, nats (the importance-weighted bound)."""
     a = a[:, :k] if k else a
