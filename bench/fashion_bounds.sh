@@ -14,7 +14,10 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" HF_HUB_OFFLINE=1 HF_DATASETS_OFFL
 if has bound; then
   [ -s "$OUT/bound.json" ] || dsmctl eval-nll "$RUN" --bound-t auto --draws 4 --per-image "$OUT/bound.csv" --json > "$OUT/bound.json"
 fi
-T=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['nll']['bound_t'])" "$OUT/bound.json")
+# (t of the bound stage: needed by stages 2 and 3 only)
+if has conv || has truncnorm; then
+  T=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['nll']['bound_t'])" "$OUT/bound.json")
+fi
 # 2. Convergence in K (1, 4, 16, 64) on the first 500 test images, at the chosen t, and p_0's bound beside it.
 if has conv; then
   [ -s "$OUT/conv.json" ] || dsmctl eval-nll "$RUN" --bound-t "$T" --draws 64 --n-images 500 --no-baseline --json > "$OUT/conv.json"

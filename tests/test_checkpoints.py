@@ -219,3 +219,16 @@ def test_latest_is_confined_to_the_checkpoints_directory(tmp_path):
         (ck / "latest").write_text(text + "\n")
         with pytest.raises(CheckpointError, match=why):
             latest_checkpoint(ck)
+
+
+def test_a_key_added_after_the_checkpoint_reads_as_its_default():
+    """A checkpoint written before a recipe key existed (its stored recipe lacks it) resumes when the recipe keeps
+    the key's default, and is refused when the recipe sets it to something else."""
+    from dsmctl.engine.resume import compare_recipes
+
+    current = tiny_recipe().to_dict()
+    saved = json.loads(json.dumps(current))
+    del saved["data"]["exclude_labels"]
+    assert compare_recipes("ckpt", saved, current) == []
+    with pytest.raises(CheckpointError, match="data.exclude_labels"):
+        compare_recipes("ckpt", saved, tiny_recipe("data.exclude_labels=[3]").to_dict())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..fileio import WriteError
 from ..nn.model_file import CheckpointError, check_state, read_meta
+from ..recipe import Recipe
 from . import rng_state, train_state
 from .errors import TrainError
 
@@ -45,8 +46,11 @@ def flatten(d, prefix=""):
 
 
 def compare_recipes(ckpt, saved, current):
-    """Raise on changes that make the resumed run a different run; return the other changed keys."""
-    a, b = flatten(saved), flatten(current)
+    """Raise on changes that make the resumed run a different run; return the other changed keys.
+
+    A key the checkpoint's recipe lacks (added to dsmctl after it was written) reads as its default: a run
+    trained before `data.exclude_labels` existed trained on every class, which is what the default says."""
+    a, b = {**flatten(Recipe().to_dict()), **flatten(saved)}, flatten(current)
     changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     strict = [k for k in changed if k.startswith(STRICT)]
     if strict:
