@@ -1,6 +1,6 @@
 """The Fashion-MNIST bounds table (docs/fashion-mnist.md) from bench/fashion_bounds.sh's outputs, one row per model.
 
-    python bench/bounds_table.py OUT/shipped-s0 OUT/both-s0 ... [--reference OUT/shipped-s0] [--cpu cpu.log]
+    python bench/bounds_table.py OUT/shipped-s0 OUT/both-s0 ... [--reference OUT/shipped-s0] [--pf-suffix=-pf200]
 
 Columns: the default bound (t chosen on training images, K = 4, all test images), the plug-in beside it, their
 paired difference, the bound with p_0 and with K = 64 (first 500 images), the truncated-normal bound (first 1,000),
@@ -30,7 +30,7 @@ def fmt(v, se=None, digits=3):
     return f"{v:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
 
 
-def row(out, ref):
+def row(out, ref, pf_suffix=""):
     b = load(f"{out}/bound.json")
     if b is None:
         return None
@@ -43,17 +43,22 @@ def row(out, ref):
     r["k_curve"] = " / ".join(f"{x['bits_per_dim']:.3f}" for x in c["nll"]["convergence"]) if c else "—"
     r["t0"] = " / ".join(f"{x['bits_per_dim']:.3f}" for x in c0["nll"]["convergence"]) if c0 else "—"
     r["truncnorm"] = f"{tn['nll']['bits_per_dim']:.3f} (s = {tn['nll']['proposal_scale']:g})" if tn else "—"
-    pfs = [load(p) for p in sorted(glob.glob(f"{out}/pf*.json"))]
+    pf_dir = f"{out}{pf_suffix}"
+    pfs = [load(p) for p in sorted(glob.glob(f"{pf_dir}/pf*.json"))]
     pfs = [p for p in pfs if p]
     if pfs:
         rows = {}
-        for p in sorted(glob.glob(f"{out}/pf*.csv")):
+        for p in sorted(glob.glob(f"{pf_dir}/pf*.csv")):
             rows.update(read(p, "bits_per_dim"))
+        v = list(rows.values())
+        m = sum(v) / len(v)
+        se = (sum((x - m) ** 2 for x in v) / (len(v) - 1) / len(v)) ** 0.5 if len(v) > 1 else float("nan")
         diffs = [p["difference"] for p in pfs if p.get("difference")]
         nimg = sum(d["n_images"] for d in diffs)
         mean = sum(d["bits_per_dim"] * d["n_images"] for d in diffs) / nimg
-        r["pf"] = f"{sum(rows.values()) / len(rows):.3f} ({len(rows)} images)"
-        r["pf_gap"] = f"{mean:+.3f} (one-shot − PF-ODE, {nimg} images)"
+        gap_se = sum((d["stderr"] * d["n_images"]) ** 2 for d in diffs) ** 0.5 / nimg  # shards are independent
+        r["pf"] = f"{m:.3f} ± {se:.3f} ({len(v)} images)"
+        r["pf_gap"] = f"{mean:+.3f} ± {gap_se:.3f} ({nimg} images)"
     else:
         r["pf"] = r["pf_gap"] = "—"
     if ref and os.path.exists(f"{ref}/bound.csv") and ref != out:
@@ -68,6 +73,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outs", nargs="+")
     ap.add_argument("--reference")
+    ap.add_argument("--pf-suffix", default="", help="read the PF-ODE outputs (pf*.json, pf*.csv) from OUT + SUFFIX")
     o = ap.parse_args()
     cols = [("model", "model"), ("bound", "bound (K=4), test"), ("t", "t of p_t"), ("plug", "plug-in (paper)"),
             ("plug_minus_bound", "plug-in − bound"), ("vs_ref", "bound − reference, paired"),
@@ -77,7 +83,7 @@ def main():
     print("| " + " | ".join(c[1] for c in cols) + " |")
     print("|" + "---|" * len(cols))
     for out in o.outs:
-        r = row(out.rstrip("/"), o.reference and o.reference.rstrip("/"))
+        r = row(out.rstrip("/"), o.reference and o.reference.rstrip("/"), o.pf_suffix)
         if r:
             print("| " + " | ".join(str(r[c[0]]) for c in cols) + " |")
 
