@@ -3,8 +3,10 @@
     python bench/bound_cpu_plot.py OUT.png [--curve LABEL=DIR:CPU_S_PER_STEP ...] [--point LABEL=BOUND_JSON:CPU_S ...]
         [--extrapolate LABEL:PER_DOUBLING]
 
---curve: a `bench/bound_curve.sh` output folder (curve-step-*.json), x = step × CPU seconds per step.
---point: one `dsmctl eval-nll --json` result (the bound of a finished run), x = its training CPU seconds.
+--curve: a `bench/bound_curve.sh` output folder (curve-step-*.json; bounds, or PF-ODE results with CURVE_PF=1),
+  x = step × CPU seconds per step.
+--point: one `dsmctl eval-nll --json` result (the bound or dequantized PF-ODE of a finished run), x = its training
+  CPU seconds.
 --extrapolate: a dashed line from the point LABEL falling PER_DOUBLING bits/dim per doubling of CPU time, drawn
   until it crosses 3.14 (an extrapolation, labelled as one, never a measurement). Prints the CPU-hours at which
   the line crosses 3.6 and 3.14.
@@ -29,12 +31,13 @@ def bound_of(path):
 def curve(spec):
     label, _, rest = spec.partition("=")
     folder, _, per_step = rest.rpartition(":")
-    xs, ys = [], []
+    xs, ys, n = [], [], 0
     for f in sorted(Path(folder).glob("curve-step-*.json")):
         step = int(f.stem.rsplit("-", 1)[1])
         xs.append(step * float(per_step) / 3600)
         ys.append(bound_of(f))
-    return label, xs, ys
+        n = json.loads(f.read_text())["nll"]["n_images"]
+    return f"{label} (checkpoints, {n:,} images)", xs, ys
 
 
 def point(spec):
@@ -58,7 +61,7 @@ def main():
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for spec in a.curve:
         label, xs, ys = curve(spec)
-        ax.plot(xs, ys, "o-", ms=3, alpha=0.6, label=f"{label} (checkpoints, 1,000 images)")
+        ax.plot(xs, ys, "o-", ms=3, alpha=0.6, label=label)
     points = {}
     for spec in a.point:
         label, x, y = point(spec)

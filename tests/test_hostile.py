@@ -153,10 +153,16 @@ def shared(tmp_path_factory):
 
 @pytest.fixture
 def box(tmp_path, monkeypatch, capsys, shared):
+    yield from sandbox(tmp_path, monkeypatch, capsys, (ROOT, shared))
+
+
+def sandbox(tmp_path, monkeypatch, capsys, watched):
+    """A Box in tmp_path/w; afterwards, nothing under the watched folders may have changed (shared by the input
+    tests' `box` fixtures)."""
     work = tmp_path / "w"
     work.mkdir()
     monkeypatch.chdir(work)
-    outside = {p: tree(p) for p in (ROOT, shared)}
+    outside = {p: tree(p) for p in watched}
     yield Box(work, monkeypatch, capsys)
     for p, before in outside.items():
         after = tree(p)

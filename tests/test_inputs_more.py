@@ -50,13 +50,7 @@ def shared(tmp_path_factory):
 
 @pytest.fixture
 def box(tmp_path, monkeypatch, capsys, shared):
-    work = tmp_path / "w"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    before = {p: tree(p) for p in (H.ROOT, shared)}
-    yield Box(work, monkeypatch, capsys)
-    for p, was in before.items():
-        assert tree(p) == was, f"changed outside the test's directory ({p})"
+    yield from H.sandbox(tmp_path, monkeypatch, capsys, (H.ROOT, shared))
 
 
 @pytest.fixture
