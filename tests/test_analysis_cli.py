@@ -286,3 +286,20 @@ def test_generalize_trains_once_and_reuses(tmp_path):
         assert same[name]["delta_rms"] == 0.0 and same[name]["delta_mean"] == 0.0 and same[name]["delta_abs_mean"] == 0.0
         assert same[name]["correlation"] == pytest.approx(1.0, abs=1e-12)
     assert same["test"]["log_p_a"] == pytest.approx(test["log_p_a"], rel=1e-12)  # the same numbers as the command's
+
+
+def test_denoiser_defaults_to_the_dequantized_pf_ode_bound_on_8_bit_images(tmp_path):
+    """A denoiser has no energy: eval-nll's default on clean 8-bit images is its PF-ODE from x + u (a bound), not the
+    plug-in at the grid point; an explicit --estimator pf-ode keeps the plug-in, labelled as not a bound."""
+    from dsmctl.engine.trainer import train
+
+    run = tmp_path / "den"
+    raw = {**TINY, "model": {**TINY["model"], "kind": "denoiser"}, "loss": {"mode": "single"}}
+    train(load_recipe(raw=raw), run, progress=False)
+    fast = ("--n-images", "2", "--rtol", "1e-3", "--atol", "1e-3", "--no-baseline", "--json")
+    default = json.loads(invoke("eval-nll", run, *fast).stdout)
+    assert default["estimator"] == "pf-ode" and default["nll"]["dequantized"] is True
+    assert "upper bound" in default["protocol"]
+    plug_in = json.loads(invoke("eval-nll", run, "--estimator", "pf-ode", *fast).stdout)
+    assert plug_in["nll"]["dequantized"] is False and "not a bound" in plug_in["protocol"]
+    assert plug_in["nll"]["bits_per_dim"] != default["nll"]["bits_per_dim"]

@@ -112,7 +112,7 @@ def _evaluate(request, log):
         raise RequestError(f"{ckpt}: a denoiser model has no dU/dt; --consistency needs an energy model")
     req = replace(request.resolved(meta), device=device, log=log)
     data, _, _ = open_eval_data(meta, req.source, req.split, req.n_images, req.start)
-    req = replace(req, estimator="pf-ode") if is_denoiser else req.for_data(data.quantization_bits)
+    req = req.for_denoiser(data.quantization_bits) if is_denoiser else req.for_data(data.quantization_bits)
     estimator = ESTIMATORS[req.estimator]
     if tuple(data.shape) != tuple(meta["shape"]):
         raise ValueError(f"{req.source}: examples of shape {tuple(data.shape)}, but the model was trained on "

@@ -188,6 +188,13 @@ class EvalRequest:
             return self
         return replace(self, estimator="dequantized" if quantization_bits == 8 and not self.t else "one-shot")
 
+    def for_denoiser(self, quantization_bits):
+        """A denoiser has only the PF-ODE; "auto" on clean 8-bit images is its dequantized form (a bound), never the
+        plug-in at the grid point. An explicit --estimator pf-ode keeps what was asked."""
+        if self.estimator != "auto":
+            return self
+        return replace(self, estimator="pf-ode", dequantize=self.dequantize or (quantization_bits == 8 and not self.t))
+
 
 def check_device(device):
     """Refuse a device this machine does not have (device.resolve_device's check), as a RequestError."""
