@@ -35,7 +35,8 @@ def eval_nll(
     stored_constant: bool = typer.Option(False, help="Reuse the constant stored at the end of training."),
     baseline: bool = typer.Option(True, help="Also report a Gaussian fitted to the training split."),
     per_image: Optional[str] = typer.Option(None, help="Write per-image energies to FILE (.csv or .jsonl)."),
-    estimator: str = typer.Option("auto", help="auto (the bound on 8-bit images at t = 0, else one-shot; a denoiser: its PF-ODE, from x + u on 8-bit images) | one-shot "
+    estimator: str = typer.Option("auto", help="auto (the bound on 8-bit images at t = 0, else one-shot; a denoiser: its "
+                                  "PF-ODE, from x + u on 8-bit images) | one-shot "
                                   "(the paper's; on 8-bit data a plug-in, not a bound) | dequantized (8-bit data: "
                                   "importance-weighted upper bound) | pf-ode (probability-flow ODE)."),
     draws: int = typer.Option(4, help="dequantized: draws K per image inside the bin (the bound at K = 1, 4, 16, 64 "
