@@ -59,10 +59,11 @@ def train(
             emit_json({"recipe": r.to_dict(), "hash": r.hash(), **info, "run_dir": str(run_dir)})
         return
     check_writable(run_dir, "--out" if out else "run directory")
-    from ..engine.trainer import train as run_training
+    from ..engine.trainer import release_processes, train as run_training
 
     summary = run_training(r, run_dir, resume=resume, command=" ".join(["dsmctl"] + sys.argv[1:]), progress=not quiet,
                            verify_data=verify_data)
+    release_processes()  # the command ends here on every rank: leave the process group before exiting
     if "stopped" in summary:  # SIGTERM/SIGINT: checkpoint saved at a step boundary (docs/training.md)
         if as_json and summary.get("rank", 0) == 0:
             emit_json(summary)

@@ -129,6 +129,17 @@ def make_accelerator(recipe, run_dir):
     return Accelerator(mixed_precision="no", cpu=training_device().type == "cpu", **kwargs)
 
 
+def release_processes():
+    """End a multi-process training cleanly: every rank meets, then the process group is destroyed. Without this,
+    a gloo rank that exits while the group still holds its threads can abort at interpreter exit ("terminate
+    called without an active exception", exit -6) after the run has finished. No-op in one process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_optimizer(model, optim):
     return torch.optim.Adam(model.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps,
                             weight_decay=optim.weight_decay)
