@@ -58,3 +58,23 @@ def test_quickstart_flips_ema_is_the_quickstart_plus_two_keys():
     variant = load_recipe(RECIPES / "quickstart-flips-ema.yaml").to_dict()
     diff = {f"{s}.{k}": (base[s][k], variant[s][k]) for s in base for k in base[s] if base[s][k] != variant[s][k]}
     assert diff == {"data.hflip": (False, True), "train.ema": (None, 0.999)}
+
+
+# Keys that change what is trained (everything but where the data lives, logging, checkpoint spacing, and how many
+# images the stored constant and eval-nll's default use).
+NOT_TRAINING = {"data.source", "train.log_every", "train.ckpt_every", "train.keep_last", "eval.n_images"}
+
+
+@pytest.mark.parametrize("name,run", [("fashion-mnist-gpu", "energy"), ("fashion-mnist-gpu-denoiser", "denoiser")])
+def test_gpu_fashion_recipes_are_the_measured_runs(name, run):
+    """The shipped GPU variants train exactly what bench/gpu_fashion.sh trained for docs/fashion-mnist.md's numbers
+    (the runs' resolved recipes are committed beside their results)."""
+    import yaml
+
+    shipped = load_recipe(RECIPES / f"{name}.yaml").to_dict()
+    measured = yaml.safe_load((RECIPES.parent / "bench/results/2026-12-04-gpu" / f"train-{run}" / "recipe.yaml").read_text())
+    norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731
+    diff = {f"{s}.{k}": (shipped[s][k], measured[s][k]) for s in shipped for k in shipped[s]
+            if norm(shipped[s][k]) != norm(measured[s][k]) and f"{s}.{k}" not in NOT_TRAINING}
+    assert diff == {}
+    assert shipped["data"]["source"] == "data/fashion-mnist"
