@@ -142,28 +142,40 @@ class Model:
         return units.energy_to_log_p(neg_log_p(self._energy("x", x, t, batch_size), c))
 
     def bits_per_dim(self, x, t=0.0, quantization_bits="auto", protocol="auto", draws=4, bound_t=None,
-                     proposal="uniform", scale=None, seed=None, batch_size=DEFAULT_BATCH):
+                     proposal="uniform", scale=None, seed=None, batch_size=DEFAULT_BATCH, rtol=1e-5, atol=1e-5,
+                     probes=None, prior_data=None):
         """NLL in bits/dim per image, as eval-nll reports it.
 
-        protocol: "auto" (the bound for 8-bit images at t = 0, else the plug-in), "bound" (eval-nll's default on
-        8-bit data: an importance-weighted upper bound on the discrete NLL, -log2 of the estimated bin probability
-        per dim, `draws` forward passes per image, noise keyed by dataset index: equal to eval-nll's per-image
-        values) or "plug-in" (-log2 p_t(x)/d, +8 for 8-bit images at t = 0: the paper's protocol, not a bound).
+        protocol: "auto" (an energy: the bound for 8-bit images at t = 0, else the plug-in; a denoiser: "pf-ode"),
+        "bound" (eval-nll's default on 8-bit data: an importance-weighted upper bound on the discrete NLL, -log2 of
+        the estimated bin probability per dim, `draws` forward passes per image, noise keyed by dataset index:
+        equal to eval-nll's per-image values), "plug-in" (-log2 p_t(x)/d, +8 for 8-bit images at t = 0: the
+        paper's protocol, not a bound) or "pf-ode" (the probability-flow ODE from the recipe's t_min, which needs
+        only the score: a denoiser's only likelihood; on clean 8-bit images it starts from x + u, u the bound's
+        first uniform draw, so it is an upper bound on the discrete NLL of the ODE's density, eval-nll's default
+        for a denoiser and equal to its per-image values; rtol, atol and probes as --rtol, --atol, --probes:
+        probes None = exact trace for d <= 64, else 1 Hutchinson probe; a non-converged image gives NaN).
         bound_t, seed: default to the recipe's eval.bound_t and eval.seed; proposal: uniform | truncnorm (with
         scale). quantization_bits: "auto" (8 when x comes from 8-bit data: a uint8 tensor, an Images view of
-        8-bit data or, for float tensors, the model's own 8-bit training data; None for continuous data), 8, None."""
+        8-bit data or, for float tensors, the model's own 8-bit training data; None for continuous data), 8, None.
+        prior_data (pf-ode with the recipe's gaussian anchor): the images its prior at t_max is fitted on, an
+        Images view, a data source or a tensor (default: the model's training split, as eval-nll)."""
         from .nll.likelihood import neg_log_p
 
         if quantization_bits not in ("auto", None) and not (_is_int(quantization_bits) and quantization_bits > 0):
             raise ValueError(f"quantization_bits={quantization_bits!r}: expected 'auto', None or a positive integer")
-        if protocol not in ("auto", "bound", "plug-in"):
-            raise ValueError(f"protocol={protocol!r}: expected 'auto', 'bound' or 'plug-in'")
+        if protocol not in ("auto", "bound", "plug-in", "pf-ode"):
+            raise ValueError(f"protocol={protocol!r}: expected 'auto', 'bound', 'plug-in' or 'pf-ode'")
         if quantization_bits == "auto":
             quantization_bits = self._quantization_bits(x) if not _noise_level(t) else None
+        if protocol == "auto" and self.kind == "denoiser":
+            protocol = "pf-ode"
         if protocol == "auto":
             protocol = "bound" if quantization_bits == 8 and not _noise_level(t) else "plug-in"
         if protocol == "bound":
             return self._bound(x, t, quantization_bits, draws, bound_t, proposal, scale, seed, batch_size)
+        if protocol == "pf-ode":
+            return self._pf_ode(x, t, quantization_bits, rtol, atol, probes, seed, batch_size, prior_data)
         c = self.constant
         nll = neg_log_p(self._energy("x", x, t, batch_size), c)
         return units.bits_per_dim(nll, self.d, quantization_bits)
@@ -184,17 +196,57 @@ class Model:
             raise ValueError(f"seed={seed!r}: expected an integer")
         self._need_energy("bound")
         data, single = self._images("x", x)
-        if data.quantization_bits != 8:  # float images on the 8-bit grid: back to uint8 (indices 0..N-1)
-            grid = data.batch(np.arange(len(data)), dtype=torch.float64) * 255
-            if (grid - grid.round()).abs().max() > 1e-3 or grid.min() < 0 or grid.max() > 255:
-                raise ValueError("x: protocol='bound' needs images on the 8-bit grid (k/255), these are not")
-            data = ArrayData(grid.round().to(torch.uint8).numpy(), name=data.name)
+        data = _on_8_bit_grid(data, "bound")
         with torch.no_grad():
             _, _, nll = dequantized_nll(self.net, data, draws, constant=(self.constant, 0.0), anchor="stored",
                                         batch_size=_batch(batch_size), seed=seed, device=self.device,
                                         return_per_image=True, t=bound_t, proposal=proposal, scale=scale)
         bits = units.bits_per_dim(nll, self.d, 8)
         return bits[0] if single else bits
+
+    def _pf_ode(self, x, t, qbits, rtol, atol, probes, seed, batch_size, prior_data):
+        from .nll.pfode import anchor_prior, pf_ode_nll
+
+        rec = self.meta["recipe"]
+        seed = rec["eval"]["seed"] if seed is None else seed
+        for name, v in (("rtol", rtol), ("atol", atol)):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1):
+                raise ValueError(f"{name}={v!r}: expected a number in (0, 1)")
+        if not (probes is None or (_is_int(probes) and probes >= 0)):
+            raise ValueError(f"probes={probes!r}: expected None or an integer >= 0 (0 = exact trace)")
+        if not _is_int(seed):
+            raise ValueError(f"seed={seed!r}: expected an integer")
+        noisy_t = _noise_level(t)
+        dequantize = qbits == 8 and not noisy_t
+        data, single = self._images("x", x)
+        if dequantize:
+            data = _on_8_bit_grid(data, "pf-ode")
+        anchor, t_max, t_min = rec["eval"]["anchor"], rec["eval"]["t_max"], rec["noise"]["t_min"]
+        fit_on = None
+        if anchor == "gaussian":
+            fit_on = self._prior_data(prior_data)
+        probes = (probes or None) if probes is not None else (None if data.d <= 64 else 1)
+        with torch.enable_grad():
+            _, _, energy, _, status = pf_ode_nll(self.net, data, anchor_prior(anchor, fit_on, data.shape), t_min,
+                                                 t_max, rtol, atol, probes, _batch(batch_size), seed, self.device,
+                                                 noisy_t=noisy_t, dequantize=dequantize)
+        bits = units.bits_per_dim(energy.double(), self.d, None if noisy_t else qbits)
+        bits[status != 0] = float("nan")
+        return bits[0] if single else bits
+
+    def _prior_data(self, prior_data):
+        from . import data as data_mod
+
+        if prior_data is None:
+            rec = self.meta["recipe"]["data"]
+            try:
+                return data_mod.open_split(rec["source"], rec["train_split"], rec.get("synthetic"))
+            except (data_mod.DataError, OSError) as e:
+                raise ValueError(f"protocol='pf-ode': the model's training data {rec['source']} (its prior's fit) "
+                                 f"cannot be opened here ({str(e).splitlines()[0]}); pass prior_data=") from None
+        if isinstance(prior_data, (str, Path)):
+            return open_data(str(prior_data), self.meta["recipe"]["data"]["train_split"]).data
+        return self._images("prior_data", prior_data)[0]
 
     def denoise(self, y, t, batch_size=DEFAULT_BATCH):
         """E[x | y] = y - t grad_y U(y, t) (Tweedie / Miyasawa), float32 on the CPU, shaped like y."""
@@ -343,6 +395,16 @@ class Model:
                                  f"opened here ({str(e).splitlines()[0]}); pass quantization_bits=8 or None") from None
             self._train_qbits = data.quantization_bits
         return self._train_qbits
+
+
+def _on_8_bit_grid(data, what):
+    """8-bit images as uint8 ArrayData (float images on the grid k/255 are converted back; indices 0..N-1)."""
+    if data.quantization_bits == 8:
+        return data
+    grid = data.batch(np.arange(len(data)), dtype=torch.float64) * 255
+    if (grid - grid.round()).abs().max() > 1e-3 or grid.min() < 0 or grid.max() > 255:
+        raise ValueError(f"x: protocol='{what}' on 8-bit data needs images on the 8-bit grid (k/255), these are not")
+    return ArrayData(grid.round().to(torch.uint8).numpy(), name=data.name)
 
 
 def _is_int(v):

@@ -243,3 +243,42 @@ def test_log_prob_needs_a_stored_constant(run, tmp_path):
     with pytest.raises(ValueError, match="no stored normalization constant"):
         m.log_prob(torch.zeros(1, *m.shape))
     assert m.energy(torch.zeros(1, *m.shape)).shape == (1,)  # the raw energy needs no constant
+
+
+@pytest.fixture(scope="module")
+def denoiser_run(tmp_path_factory):
+    """The quickstart recipe shrunk to seconds, trained as a denoiser (a score network: no energy)."""
+    from dsmctl.engine.trainer import train
+    from dsmctl.recipe import load_recipe
+
+    raw = yaml.safe_load((ROOT / "recipes" / "quickstart.yaml").read_text())
+    raw["model"].update(kind="denoiser", base="none", widths=[4, 8], mid_width=8)
+    raw["loss"].update(mode="single")
+    raw["noise"].update(t_min=1e-6)
+    raw["train"].update(steps=4, batch_size=8, log_every=1, ckpt_every=4)
+    raw["eval"].update(n_images=48, batch_size=48)
+    out = tmp_path_factory.mktemp("runs") / "denoiser"
+    train(load_recipe(raw=raw), out, progress=False)
+    return out
+
+
+def test_denoiser_bits_per_dim_is_eval_nll_dequantized_pf_ode(denoiser_run, tmp_path):
+    """A denoiser's bits_per_dim defaults to its dequantized PF-ODE (eval-nll's default for it, a bound), per image
+    equal to eval-nll's; 8-bit float images on the grid give the same as the Images view; no energy protocols."""
+    per_image = tmp_path / "pf.csv"
+    fast = ("--rtol", "1e-3", "--atol", "1e-3")
+    doc = json.loads(cli("eval-nll", denoiser_run, "--n-images", 3, *fast, "--no-baseline", "--per-image", per_image,
+                         "--json").stdout)
+    assert doc["estimator"] == "pf-ode" and doc["nll"]["dequantized"] is True
+    cli_bits = [float(r["bits_per_dim"]) for r in csv.DictReader(open(per_image))]
+    m = dsmctl.load(denoiser_run)
+    x = dsmctl.open_data("demo", split="test", n=3)
+    bits = m.bits_per_dim(x, rtol=1e-3, atol=1e-3)
+    # the same computation: equal to float64 print precision (dequantizing moves these values by ~1e-5 relative)
+    assert close(bits, cli_bits, rel=1e-12), (bits, cli_bits)
+    assert close(m.bits_per_dim(x[:3], rtol=1e-3, atol=1e-3, protocol="pf-ode"), cli_bits, rel=1e-12)
+    assert close(np.mean(bits.numpy()), doc["nll"]["bits_per_dim"], rel=1e-12)
+    with pytest.raises(ValueError, match="no energy"):
+        m.bits_per_dim(x, protocol="bound")
+    with pytest.raises(ValueError, match="probes=-1"):
+        m.bits_per_dim(x, probes=-1)
