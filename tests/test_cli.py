@@ -37,6 +37,7 @@ def test_prepare_train_eval_end_to_end(tmp_path):
     assert doc["estimator"] == "dequantized" and nll["is_bound"] and nll["draws"] == 4 and nll["bound_t"] == 0.0
     assert nll["n_images"] == 100 and plug["quantization_bits"] == 8 and plug["t"] == 0.0
     assert "not a bound" in plug["label"] and isinstance(doc["flags"], list)
+    assert list(doc).index("nll") < list(doc).index("one_shot")  # the first bits_per_dim in the JSON is the bound's
     assert doc["baseline"]["is_bound"]
     assert "bits/dim" in r.stderr and "protocol" in r.stderr and "upper bound" in r.stderr
     rows = (tmp_path / "p.csv").read_text().splitlines()
