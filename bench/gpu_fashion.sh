@@ -52,20 +52,19 @@ denoiser=(--set model.kind=denoiser --set loss.mode=single --set model.base=none
 rate() {  # images per second of the probe's last logged window
     $PY -c "import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])['img_per_s'])" "$1/metrics.jsonl"
 }
+train_both() {  # PREFIX ENERGY_STEPS DENOISER_STEPS: both models at once, into $W/PREFIXenergy and $W/PREFIXdenoiser
+    dsm train recipes/fashion-mnist.yaml "${common[@]}" "${energy[@]}" --set train.steps=$2 --set train.ckpt_every=$2 \
+        --out "$W/$1energy" 2> "$W/$1energy.log" &
+    dsm train recipes/fashion-mnist.yaml "${common[@]}" "${denoiser[@]}" --set train.steps=$3 --set train.ckpt_every=$3 \
+        --out "$W/$1denoiser" 2> "$W/$1denoiser.log" &
+    wait
+}
 log "probe: $PROBE steps of each model at once"
-dsm train recipes/fashion-mnist.yaml "${common[@]}" "${energy[@]}" --set train.steps=$PROBE --set train.ckpt_every=$PROBE \
-    --out "$W/probe-energy" 2> "$W/probe-energy.log" &
-dsm train recipes/fashion-mnist.yaml "${common[@]}" "${denoiser[@]}" --set train.steps=$PROBE --set train.ckpt_every=$PROBE \
-    --out "$W/probe-denoiser" 2> "$W/probe-denoiser.log" &
-wait
+train_both probe- "$PROBE" "$PROBE"
 SE=$($PY -c "print(max(20, int($TRAIN_S * $(rate "$W/probe-energy") / $B)))") || { log "energy probe failed"; tail -5 "$W/probe-energy.log" >&2; exit 1; }
 SD=$($PY -c "print(max(20, int($TRAIN_S * $(rate "$W/probe-denoiser") / $B)))") || { log "denoiser probe failed"; tail -5 "$W/probe-denoiser.log" >&2; exit 1; }
 log "training: energy $SE steps, denoiser $SD steps, batch $B, widths [$WIDTHS] mid $MID"
-dsm train recipes/fashion-mnist.yaml "${common[@]}" "${energy[@]}" --set train.steps=$SE --set train.ckpt_every=$SE \
-    --out "$W/energy" 2> "$W/energy.log" &
-dsm train recipes/fashion-mnist.yaml "${common[@]}" "${denoiser[@]}" --set train.steps=$SD --set train.ckpt_every=$SD \
-    --out "$W/denoiser" 2> "$W/denoiser.log" &
-wait
+train_both "" "$SE" "$SD"
 log "trained: energy $(tail -1 "$W/energy/metrics.jsonl" | cut -c1-120)"
 log "trained: denoiser $(tail -1 "$W/denoiser/metrics.jsonl" | cut -c1-120)"
 
