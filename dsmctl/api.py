@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from . import units
+from .api_checks import (batch as _batch, count as _count, is_int as _is_int, noise_level as _noise_level,
+                         on_8_bit_grid as _on_8_bit_grid)
 from .data.arrays import ArrayData
 
 DEFAULT_BATCH = 256
@@ -235,15 +237,8 @@ class Model:
         return bits[0] if single else bits
 
     def _prior_data(self, prior_data):
-        from . import data as data_mod
-
         if prior_data is None:
-            rec = self.meta["recipe"]["data"]
-            try:
-                return data_mod.open_split(rec["source"], rec["train_split"], rec.get("synthetic"))
-            except (data_mod.DataError, OSError) as e:
-                raise ValueError(f"protocol='pf-ode': the model's training data {rec['source']} (its prior's fit) "
-                                 f"cannot be opened here ({str(e).splitlines()[0]}); pass prior_data=") from None
+            return self._training_split("protocol='pf-ode' (its prior's fit)", "pass prior_data=")
         if isinstance(prior_data, (str, Path)):
             return open_data(str(prior_data), self.meta["recipe"]["data"]["train_split"]).data
         return self._images("prior_data", prior_data)[0]
@@ -384,49 +379,18 @@ class Model:
     @property
     def training_quantization_bits(self):
         """8 when the model was trained on 8-bit images, None for continuous data (opens the training split)."""
-        from . import data as data_mod
-
         if not hasattr(self, "_train_qbits"):
-            rec = self.meta["recipe"]["data"]
-            try:
-                data = data_mod.open_split(rec["source"], rec["train_split"], rec.get("synthetic"))
-            except (data_mod.DataError, OSError) as e:
-                raise ValueError(f"quantization_bits='auto': the model's training data {rec['source']} cannot be "
-                                 f"opened here ({str(e).splitlines()[0]}); pass quantization_bits=8 or None") from None
-            self._train_qbits = data.quantization_bits
+            self._train_qbits = self._training_split("quantization_bits='auto'",
+                                                     "pass quantization_bits=8 or None").quantization_bits
         return self._train_qbits
 
+    def _training_split(self, needed_by, hint):
+        """The model's training split, as its recipe names it, or a one-line ValueError saying who needed it."""
+        from . import data as data_mod
 
-def _on_8_bit_grid(data, what):
-    """8-bit images as uint8 ArrayData (float images on the grid k/255 are converted back; indices 0..N-1)."""
-    if data.quantization_bits == 8:
-        return data
-    grid = data.batch(np.arange(len(data)), dtype=torch.float64) * 255
-    if (grid - grid.round()).abs().max() > 1e-3 or grid.min() < 0 or grid.max() > 255:
-        raise ValueError(f"x: protocol='{what}' on 8-bit data needs images on the 8-bit grid (k/255), these are not")
-    return ArrayData(grid.round().to(torch.uint8).numpy(), name=data.name)
-
-
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _count(value, name, lo=1):
-    if not _is_int(value) or value < lo:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {lo}")
-    return int(value)
-
-
-def _batch(batch_size):
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r}: expected an integer >= 1")
-    return int(batch_size)
-
-
-def _noise_level(t):
-    if isinstance(t, torch.Tensor) and t.numel() == 1:
-        t = t.item()
-    from .units import check_t
-
-    label = f"t={t!r} (PSNR p dB is t = 10^(-p/10))"
-    return check_t(t if isinstance(t, (int, float, np.floating, np.integer)) else None, label)
+        rec = self.meta["recipe"]["data"]
+        try:
+            return data_mod.open_split(rec["source"], rec["train_split"], rec.get("synthetic"))
+        except (data_mod.DataError, OSError) as e:
+            raise ValueError(f"{needed_by}: the model's training data {rec['source']} cannot be opened here "
+                             f"({str(e).splitlines()[0]}); {hint}") from None

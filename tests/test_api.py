@@ -282,3 +282,23 @@ def test_denoiser_bits_per_dim_is_eval_nll_dequantized_pf_ode(denoiser_run, tmp_
         m.bits_per_dim(x, protocol="bound")
     with pytest.raises(ValueError, match="probes=-1"):
         m.bits_per_dim(x, probes=-1)
+
+
+def test_training_data_missing_here_is_one_line_naming_who_needed_it(denoiser_run, tmp_path):
+    """A model file moved to a machine without its training data: the 'auto' quantization and the PF-ODE's
+    prior say what needed the data and how to do without it; prior_data= does without it."""
+    from dsmctl.nn.model_file import load_model, save_model
+
+    net, meta = load_model(denoiser_run)
+    meta["recipe"]["data"]["source"] = str(tmp_path / "gone")
+    save_model(tmp_path / "model.safetensors", net, meta)
+    m = dsmctl.load(tmp_path / "model.safetensors")
+    x = dsmctl.open_data("demo", split="test", n=2)
+    with pytest.raises(ValueError, match=r"quantization_bits='auto': the model's training data .*gone.*"
+                                         r"pass quantization_bits=8 or None") as e:
+        m.bits_per_dim(x[:2])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"protocol='pf-ode' \(its prior's fit\).*pass prior_data="):
+        m.bits_per_dim(x, rtol=1e-3, atol=1e-3)
+    bits = m.bits_per_dim(x, rtol=1e-3, atol=1e-3, prior_data="demo")
+    assert close(bits, dsmctl.load(denoiser_run).bits_per_dim(x, rtol=1e-3, atol=1e-3), rel=1e-12)
