@@ -207,7 +207,7 @@ class Model:
         return bits[0] if single else bits
 
     def _pf_ode(self, x, t, qbits, rtol, atol, probes, seed, batch_size, prior_data):
-        from .nll.pfode import anchor_prior, pf_ode_nll
+        from .nll.pfode import anchor_prior, pf_ode_nll, probes_for
 
         rec = self.meta["recipe"]
         seed = rec["eval"]["seed"] if seed is None else seed
@@ -224,13 +224,10 @@ class Model:
         if dequantize:
             data = _on_8_bit_grid(data, "pf-ode")
         anchor, t_max, t_min = rec["eval"]["anchor"], rec["eval"]["t_max"], rec["noise"]["t_min"]
-        fit_on = None
-        if anchor == "gaussian":
-            fit_on = self._prior_data(prior_data)
-        probes = (probes or None) if probes is not None else (None if data.d <= 64 else 1)
+        prior = anchor_prior(anchor, self._prior_data(prior_data) if anchor == "gaussian" else None, data.shape)
         with torch.enable_grad():
-            _, _, energy, _, status = pf_ode_nll(self.net, data, anchor_prior(anchor, fit_on, data.shape), t_min,
-                                                 t_max, rtol, atol, probes, _batch(batch_size), seed, self.device,
+            _, _, energy, _, status = pf_ode_nll(self.net, data, prior, t_min, t_max, rtol, atol,
+                                                 probes_for(probes, data.d), _batch(batch_size), seed, self.device,
                                                  noisy_t=noisy_t, dequantize=dequantize)
         bits = units.bits_per_dim(energy.double(), self.d, None if noisy_t else qbits)
         bits[status != 0] = float("nan")

@@ -298,6 +298,14 @@ NEEDS_ENERGY = False
 EVALUATES_AT_T = False  # the network is read from t_min (or the noisy t) upward, never extrapolated below t_min
 
 
+def probes_for(probes, d):
+    """The solver's Hutchinson probes from a user's setting: None = the default (the exact trace for d <= 64, else one
+    probe), 0 = the exact trace (None to pf_ode_energies), n = n probes."""
+    if probes is None:
+        return None if d <= 64 else 1
+    return probes or None
+
+
 def check(data, request):
     if request.t_min >= request.t_max:
         from .request import RequestError
@@ -313,7 +321,7 @@ def estimate(model, data, request):
     from .likelihood import clean_energies
     from .request import Estimate
 
-    probes = (request.probes or None) if request.probes is not None else (None if data.d <= 64 else 1)
+    probes = probes_for(request.probes, data.d)
     fit_on = (data_mod.open_split(request.source, request.train_split, request.synthetic)
               if request.anchor == "gaussian" else None)
     prior = anchor_prior(request.anchor, fit_on, data.shape)
