@@ -35,7 +35,7 @@ def table(score_dir):
     z = {k: det.standardized(np.array(v)) for k, v in sets.items()}
     ref = {g: group_scores(det, z["reference"], g) for g in GROUPS}
     return {k: {g or "all": metrics.auroc(ref[g], group_scores(det, zz, g)) for g in GROUPS}
-            for k, zz in z.items() if k != "reference"}
+            for k, zz in z.items() if k not in ("reference", "fit")}
 
 
 def main():

@@ -283,26 +283,30 @@ class Model:
         return quantize(out["x"], self.shape)
 
     def ood_features(self, x, t_grid=(0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), draws=1, bound_draws=2, seed=0,
-                     batch_size=128):
+                     batch_size=128, transforms="auto"):
         """Per-image OOD features (analysis/ood/features.py): dict with names, values (N, F), nll_bits, bound_bits,
         zlib_bits, base_bits (None where they do not apply: the bound and zlib need 8-bit images, e.g. an Images view
-        or a uint8 tensor), indices and forward_passes per image."""
-        from .analysis.ood.features import features
+        or a uint8 tensor), indices and forward_passes per image. transforms: "auto", "none", a comma string or a
+        list of names (`dsmctl score --transforms`)."""
+        from .analysis.ood.features import check_transforms, features, parse_transforms
 
         self._need_energy("OOD features")
         data, _ = self._images("x", x)
+        turns = parse_transforms(transforms, self.shape, "transforms") if isinstance(transforms, str) \
+            else check_transforms(transforms, self.shape, "transforms")
         return features(self.net, data, list(t_grid), self._constant_or_zero(), _count(draws, "draws"),
                         _count(seed, "seed", 0), _batch(batch_size), self.device, _count(bound_draws, "bound_draws", 0),
-                        bound_t=self.meta["recipe"]["eval"].get("bound_t", 0.0))
+                        bound_t=self.meta["recipe"]["eval"].get("bound_t", 0.0), transforms=turns)
 
     def fit_detector(self, x, t_grid=(0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), draws=1, bound_draws=2, seed=0,
-                     batch_size=128):
+                     batch_size=128, transforms="auto"):
         """The OOD detector of `dsmctl score` fitted on in-distribution images x (held out from training, ideally);
         det.save(path) writes it, analysis.ood.detector.Detector.load(path) reads it back."""
         from .analysis.ood.run import fit_detector
 
-        opts = {"t_grid": list(t_grid), "draws": draws, "bound_draws": bound_draws, "seed": seed}
-        feat = self.ood_features(x, t_grid, draws, bound_draws, seed, batch_size)
+        feat = self.ood_features(x, t_grid, draws, bound_draws, seed, batch_size, transforms)
+        opts = {"t_grid": list(t_grid), "draws": draws, "bound_draws": bound_draws, "seed": seed,
+                "transforms": feat["transforms"]}
         return fit_detector(feat, opts, getattr(x, "name", "array"), self._model_info())
 
     def ood_scores(self, x, detector, batch_size=128):
@@ -314,7 +318,8 @@ class Model:
         det = detector if isinstance(detector, Detector) else Detector.load(detector)
         check_detector(det, self._model_info(), getattr(detector, "name", detector))
         m = det.meta
-        return scores(self.ood_features(x, m["t_grid"], m["draws"], m["bound_draws"], m["seed"], batch_size), det)
+        return scores(self.ood_features(x, m["t_grid"], m["draws"], m["bound_draws"], m["seed"], batch_size,
+                                        list(m.get("transforms", []))), det)
 
     def _model_info(self):
         from .analysis.ood.run import model_id

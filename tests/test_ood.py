@@ -8,15 +8,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from scipy import integrate, stats
 from typer.testing import CliRunner
 
 from dsmctl import cli
 from dsmctl.analysis.ood import metrics
 from dsmctl.analysis.ood.detector import Detector
-from dsmctl.analysis.ood.features import features, parse_t_grid
+from dsmctl.analysis.ood.features import OOD_STREAM, features, parse_t_grid, parse_transforms
 from dsmctl.data.arrays import ArrayData
 from dsmctl.nn.densities import Gaussian
+from dsmctl.rng import indexed_normal
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,6 +96,60 @@ def test_likelihood_feature_of_a_closed_form_density_has_the_f_distribution_auro
     got = metrics.auroc(fr["nll_bits"], fo["nll_bits"])
     assert got == pytest.approx(want, abs=4 * math.sqrt(want * (1 - want) * 2 / n))
     assert fr["bound_bits"] is None and fr["zlib_bits"] is None  # continuous data: no bins, no bytes
+
+
+def test_orientation_features_of_a_closed_form_density():
+    """features() on N(mu, I) with an asymmetric mean: U(y, t) = ||y - mu||^2 / (2 (1 + t)) + const, so the feature
+    T@t is (||T y - mu||^2 - ||y - mu||^2) / (2 (1 + t) d), with y = x + sqrt(t) z (z keyed by index)."""
+    shape, n = (1, 2, 2), 50
+    mu = torch.tensor([[[0.0, 0.3], [1.0, 2.0]]], dtype=torch.float64)
+    model = Gaussian(shape, mean=mu)
+    x = torch.randn(n, *shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    f = features(model, ArrayData(x.numpy()), [0.0, 0.5], 0.0, bound_draws=0, transforms=["vflip", "rot90"])
+    assert f["names"] == ["nll@0", "grad2@0", "tdt@0", "vflip@0", "rot90@0",
+                          "nll@0.5", "grad2@0.5", "tdt@0.5", "vflip@0.5", "rot90@0.5"]
+    assert f["forward_passes"] == 2 * 3 and f["transforms"] == ["vflip", "rot90"]
+    z = indexed_normal(np.arange(n), shape, 0, OOD_STREAM, torch.float64, torch.device("cpu"))
+    for t, col in ((0.0, 3), (0.5, 8)):
+        y = x + math.sqrt(t) * z
+        for j, turn in enumerate((lambda v: v.flip(-2), lambda v: v.rot90(1, (-2, -1)))):
+            want = ((turn(y) - mu).pow(2).sum((1, 2, 3)) - (y - mu).pow(2).sum((1, 2, 3))) / (2 * (1 + t) * 4)
+            np.testing.assert_allclose(f["values"][:, col + j], want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_orientation_score_flags_turned_images_with_the_closed_form_auroc():
+    """Inliers x = mu + z, outliers the same law turned upside down, U = ||x - mu||^2 / 2. With a = vflip(mu) - mu the
+    vflip feature is (||a||^2 + 2 a.vflip(z)) / (2d) on inliers and minus that on outliers: N(+-m, s^2) with
+    m = ||a||^2 / (2d), s = ||a|| / d, so the one-sided orientation score has AUROC Phi(||a|| / sqrt 2)."""
+    shape, n, c = (1, 2, 2), 3000, 0.6
+    mu = torch.tensor([[[0.0, 0.0], [c, c]]], dtype=torch.float64)  # a = [[c, c], [-c, -c]], ||a|| = 2c
+    model = Gaussian(shape, mean=mu)
+    g = torch.Generator().manual_seed(5)
+    draw = lambda: (mu + torch.randn(n, *shape, generator=g, dtype=torch.float64)).numpy()
+    fit, ref, out = draw(), draw(), np.flip(draw(), -2).copy()
+    kw = dict(bound_draws=0, transforms=["vflip"])
+    ff, fr, fo = (features(model, ArrayData(v), [0.0], 0.0, **kw) for v in (fit, ref, out))
+    det = Detector.fit(ff["values"], ff["names"], t_grid=[0.0])
+    sr, so = det.score(fr["values"]), det.score(fo["values"])
+    want = stats.norm.cdf(2 * c / math.sqrt(2))
+    got = metrics.auroc(sr["orientation"], so["orientation"])
+    assert got == pytest.approx(want, abs=4 * math.sqrt(want * (1 - want) * 2 / n))
+    # the likelihood sees less of it: 2 nll is chi2_4 on inliers and noncentral chi2_4(||a||^2) on outliers
+    lik = integrate.quad(lambda v: stats.ncx2.sf(v, 4, 4 * c * c) * stats.chi2.pdf(v, 4), 0, np.inf)[0]
+    got_lik = metrics.auroc(fr["nll_bits"], fo["nll_bits"])
+    assert got_lik == pytest.approx(lik, abs=4 * math.sqrt(lik * (1 - lik) * 2 / n)) and lik < want - 0.1
+    assert metrics.auroc(sr["combined"], so["combined"]) > lik
+    assert np.std(det.score(ff["values"])["orientation"]) == pytest.approx(1.0)  # unit spread on the fit images
+
+
+def test_transforms_parsing():
+    assert parse_transforms("auto", (1, 8, 8)) == ["vflip"] and parse_transforms("none", (1, 8, 8)) == []
+    assert parse_transforms("vflip, rot90,rot270", (3, 8, 8)) == ["vflip", "rot90", "rot270"]
+    assert parse_transforms("rot180,hflip", (1, 8, 6)) == ["rot180", "hflip"]
+    for text, shape, msg in (("spin", (1, 8, 8), "expected distinct names"), ("vflip,vflip", (1, 8, 8), "distinct"),
+                             ("rot90", (1, 8, 6), "quarter turns need square images; these are 8x6")):
+        with pytest.raises(ValueError, match=msg):
+            parse_transforms(text, shape)
 
 
 # ---------------------------------------------------------------- the detector file
@@ -201,13 +256,15 @@ def test_score_command_end_to_end_and_detector_reuse(tiny_run, tmp_path, monkeyp
     assert row["multiscale"]["n_reference"] == 20 and 0 <= row["multiscale"]["auroc"] <= 1
     # the demo test patches against themselves (resized to their own size): every score at chance
     assert all(v["auroc"] == 0.5 for v in doc["table"]["patches"].values())
-    assert doc["cost"]["forward_passes_per_image"] == 3 + 2  # 3 levels, 2 bound draws
+    assert {"orientation", "combined"} <= set(row) and doc["headline"] == "combined" and doc["transforms"] == ["vflip"]
+    assert doc["cost"]["forward_passes_per_image"] == 3 * 2 + 2  # 3 levels (the copy and its vflip), 2 bound draws
     assert doc["data"]["fit_seen_in_training"] == 30  # the model trained on the whole split: said, not hidden
     assert json.loads((out / "scores.json").read_text())["table"] == doc["table"]
     for f in ("detector.safetensors", "per_image.csv", "roc.png", "histograms.png"):
         assert (out / f).is_file()
     rows = list(csv.DictReader(open(out / "per_image.csv")))
-    assert len(rows) == 100 and rows[0]["set"] == "reference"
+    assert len(rows) == 100 + 30 and rows[0]["set"] == "reference"  # then the fit images, last
+    assert [r["set"] for r in rows[100:]] == ["fit"] * 30 and "vflip@0.01" in rows[-1]
     # reuse: the same detector gives the same per-image scores, through the CLI and the Python API
     per = tmp_path / "again.jsonl"
     code, io = run_main(monkeypatch, capsys, "score", tiny_run, "--detector", out / "detector.safetensors",
@@ -221,6 +278,7 @@ def test_score_command_end_to_end_and_detector_reuse(tiny_run, tmp_path, monkeyp
     api = m.ood_scores(dsmctl.open_data("demo", "test", n=20), out / "detector.safetensors")
     np.testing.assert_allclose(api["multiscale"], [float(r["multiscale"]) for r in ref_rows], rtol=1e-6)
     np.testing.assert_allclose(api["nll"], [float(r["nll"]) for r in ref_rows], rtol=1e-6)
+    np.testing.assert_allclose(api["combined"], [float(r["combined"]) for r in ref_rows], rtol=1e-6)
 
 
 @pytest.mark.parametrize("args, culprit", [
@@ -233,6 +291,7 @@ def test_score_command_end_to_end_and_detector_reuse(tiny_run, tmp_path, monkeyp
     (["--t-grid", "-1"], "--t-grid -1"),
     (["--detector", "{junk}"], "not a readable safetensors detector"),
     (["--outliers", "class:3"], "has no labels"),
+    (["--transforms", "spin"], "--transforms spin: expected distinct names"),
 ])
 def test_bad_input_is_refused_with_one_line(tiny_run, tmp_path, monkeypatch, capsys, args, culprit):
     other, empty, junk = tmp_path / "other.npz", tmp_path / "empty.npz", tmp_path / "junk.safetensors"

@@ -22,6 +22,9 @@ def score(
     detector: Optional[Path] = typer.Option(None, help="Reuse a fitted detector (OUT/detector.safetensors) instead "
                                             "of fitting one; its noise levels and draws are used."),
     t_grid: str = typer.Option("0,1e-4,1e-3,1e-2,0.1,1", help="Noise variances of the features (0 = clean)."),
+    transforms: str = typer.Option("auto", help="Orientation features: U of the copy turned by each of these minus U "
+                                   "of the copy, per level: a comma list of vflip, hflip, rot90, rot180, rot270 "
+                                   "(quarter turns need square images), auto (= vflip) or none."),
     draws: int = typer.Option(1, help="Noise draws per image and level t > 0."),
     bound_draws: int = typer.Option(2, help="Uniform draws of the dequantized bound per image (0: no bound)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory: scores.json, per_image.csv, "
@@ -34,9 +37,9 @@ def score(
     weights: str = typer.Option("auto", help="auto (EMA weights when the run has them) | ema | raw."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ):
-    """Flag images the model should not trust: per-image scores from -log p_t, |grad U| and t dU/dt at several
-    noise levels, a Gaussian detector fitted on held-out training images, and AUROC / AUPR / FPR at 95 % TPR
-    per outlier set beside the plain likelihood and other baselines (docs/ood.md).
+    """Flag images the model should not trust: per-image scores from -log p_t, |grad U|, t dU/dt and the energy of
+    turned copies at several noise levels, a Gaussian detector fitted on held-out training images, and AUROC /
+    AUPR / FPR at 95 % TPR per outlier set beside the plain likelihood and other baselines (docs/ood.md).
 
     Examples:
       dsmctl score runs/fm --outliers inverted,upside-down,noise,constant,patches --out runs/fm-ood
@@ -74,13 +77,16 @@ def score(
     if meta["recipe"]["model"]["kind"] == "denoiser":
         raise UsageError(f"{file}: a denoiser (score-network) model has no energy; expected an energy model")
     info = {"path": str(file), "sha256": model_id(file), "step": meta.get("step")}
+    shape = tuple(meta["shape"])
+    turns = F.parse_transforms(transforms, shape)
     if det is not None:
         check_detector(det, info, detector)
         grid, draws, bound_draws, seed = det.meta["t_grid"], det.meta["draws"], det.meta["bound_draws"], det.meta["seed"]
+        turns = list(det.meta.get("transforms", []))
     fit, ref, sets, notes = open_sets(meta, data, fit_on, fit_images, reference, specs, n, seed, need_fit=det is None)
     norm = meta.get("normalization") or {}
     opts = {"t_grid": grid, "constant": float(norm.get("constant", 0.0)), "draws": draws, "bound_draws": bound_draws,
-            "seed": seed, "batch_size": batch_size, "device": dev,
+            "seed": seed, "batch_size": batch_size, "device": dev, "transforms": turns,
             "bound_t": meta["recipe"]["eval"].get("bound_t", 0.0)}  # the bound baseline reads p_t where eval-nll does
     if not norm:
         err.print(f"note: {file} has no stored normalization constant; nll values are unnormalized (c = 0), which "

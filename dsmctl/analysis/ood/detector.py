@@ -2,8 +2,15 @@
 
 Fit: standardize each feature on the fit images, then the Ledoit-Wolf shrunk covariance of the standardized
 vectors (well conditioned even with fewer images than features). Scores (higher = more outlying):
-  multiscale      Mahalanobis distance over every feature (all levels, all three kinds)
+  multiscale      Mahalanobis distance over the energy features (nll@t, grad2@t, tdt@t at every level)
   multiscale_nll  Mahalanobis distance over the nll@t features alone
+  orientation     one-sided, from the transform features (vflip@t, rot90@t, ...: U of the turned copy minus U of
+                  the copy): minus their mean standardized value, scaled to unit spread on the fit images. A model
+                  that learned the data's orientation finds turned copies of its images less probable (features >
+                  0); an image whose turned copies are not less probable is one it does not recognize. An image
+                  with an unusually *strong* preference is not flagged (no reason to distrust it).
+  combined        multiscale and orientation, each standardized on the fit images, summed (when there are
+                  transform features)
   max_z           the largest |standardized feature|
 Features constant on the fit images (t dU/dt at t = 0) carry no scale and are left out.
 Saved as safetensors (tensors + JSON metadata; loading never runs code) with a sha256 over both: a file
@@ -20,7 +27,8 @@ from ...fileio import atomic_path
 from ...nn.densities import ledoit_wolf
 
 FORMAT = "dsmctl-ood-detector/1"
-SCORES = ("multiscale", "multiscale_nll", "max_z")
+SCORES = ("multiscale", "multiscale_nll", "orientation", "combined", "max_z")
+ENERGY_KINDS = ("nll", "grad2", "tdt")
 TENSORS = ("mean", "std", "cov", "used")
 
 
@@ -33,9 +41,19 @@ class Detector:
         self._prec = {g: np.linalg.inv(self.cov[np.ix_(c, c)]) for g, c in self.groups().items()}
 
     def groups(self):
+        """{score name: the feature columns its Mahalanobis distance uses}; features constant on the fit images
+        are left out, and so is a group with no columns."""
         cols = np.flatnonzero(self.used)
-        nll = np.array([c for c in cols if self.names[c].startswith("nll@")], dtype=int)
-        return {"multiscale": cols, "multiscale_nll": nll} if len(nll) else {"multiscale": cols}
+        kind = [self.names[c].partition("@")[0] for c in cols]
+        energy = np.array([c for c, k in zip(cols, kind) if k in ENERGY_KINDS], dtype=int)
+        turned = np.array([c for c, k in zip(cols, kind) if k not in ENERGY_KINDS], dtype=int)
+        nll = np.array([c for c, k in zip(cols, kind) if k == "nll"], dtype=int)
+        return {g: c for g, c in {"multiscale": energy, "multiscale_nll": nll}.items() if len(c)}
+
+    def turned(self):
+        """Columns of the transform features (kinds not in ENERGY_KINDS) used by the detector."""
+        return np.array([c for c in np.flatnonzero(self.used) if self.names[c].partition("@")[0] not in ENERGY_KINDS],
+                        dtype=int)
 
     @classmethod
     def fit(cls, values, names, **meta):
@@ -59,7 +77,12 @@ class Detector:
         cov[np.ix_(used, used)] = shrunk.numpy()
         meta = {**meta, "names": list(names), "n_fit": int(len(v)), "shrinkage": float(delta),
                 "nll_bits_mean": meta.get("nll_bits_mean")}
-        return cls(mean, std, cov, used, meta)
+        det = cls(mean, std, cov, used, meta)
+        raw = det.score(v)
+        if "orientation" in raw:  # the spread of the two scores that `combined` adds, on the fit images
+            det.meta["calibration"] = {k: [float(raw[k].mean()), float(raw[k].std()) or 1.0]
+                                       for k in ("multiscale", "orientation")}
+        return det
 
     def standardized(self, values):
         v = np.asarray(values, dtype=np.float64)
@@ -74,6 +97,13 @@ class Detector:
         for g, cols in self.groups().items():
             zc = z[:, cols]
             out[g] = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", zc, self._prec[g], zc), 0))
+        turned = self.turned()
+        if len(turned):
+            out["orientation"] = -z[:, turned].mean(1)
+            cal = self.meta.get("calibration")
+            if cal:
+                out["orientation"] = out["orientation"] / cal["orientation"][1]
+                out["combined"] = (out["multiscale"] - cal["multiscale"][0]) / cal["multiscale"][1] + out["orientation"]
         out["max_z"] = np.abs(z[:, self.used]).max(1)
         return out
 

@@ -2,7 +2,7 @@
 and per outlier set the AUROC / AUPR / FPR at 95 % TPR of each (outliers positive, higher score = outlier).
 
 Scores (per image, higher = more outlying):
-  multiscale, multiscale_nll, max_z   the detector's (detector.py)
+  multiscale, multiscale_nll, orientation, combined, max_z   the detector's (detector.py)
   nll          plug-in -log p(x) at t = 0, bits/dim: the plain likelihood
   bound        the valid dequantized bound, bits/dim (8-bit data)
   typicality   |nll - mean nll of the fit images|
@@ -17,14 +17,20 @@ from . import metrics
 from .detector import Detector, typicality
 from .features import features
 
-MAIN_SCORES = ("multiscale", "nll")  # drawn in the ROC figure
+MAIN_SCORES = ("combined", "multiscale", "orientation", "nll")  # drawn in the ROC figure (those present)
+
+
+def headline(scores):
+    """The score to read first: combined where the features have transforms, else multiscale."""
+    return "combined" if "combined" in scores else "multiscale"
 
 
 def set_features(model, data, opts, log=None):
     """features() of one set plus its cost: seconds per image and forward passes per image."""
     t0 = time.time()
     f = features(model, data, opts["t_grid"], opts["constant"], opts["draws"], opts["seed"], opts["batch_size"],
-                 opts["device"], opts["bound_draws"], bound_t=opts.get("bound_t", 0.0))
+                 opts["device"], opts["bound_draws"], bound_t=opts.get("bound_t", 0.0),
+                 transforms=opts.get("transforms", ()))
     f["seconds_per_image"] = (time.time() - t0) / max(1, len(data))
     if log:
         log(f"[score] {data.name}: {len(data)} images, {f['seconds_per_image'] * 1e3:.1f} ms and "
@@ -34,6 +40,7 @@ def set_features(model, data, opts, log=None):
 
 def fit_detector(feat, opts, fit_name, model_info):
     return Detector.fit(feat["values"], feat["names"], t_grid=opts["t_grid"], draws=opts["draws"],
+                        transforms=list(opts.get("transforms", ())),
                         bound_draws=opts["bound_draws"], seed=opts["seed"], nll_bits_mean=float(feat["nll_bits"].mean()),
                         fit_data=fit_name, model=model_info)
 
@@ -97,16 +104,20 @@ def plot(res, ref_scores, out_scores, out_dir):
     paths = []
     if panels:
         paths.append(str(plots.roc_curves(panels, out_dir / "roc.png", f"reference {res['reference']['name']}")))
-    hist = {res["reference"]["name"]: ref_scores["multiscale"], **{n: s["multiscale"] for n, s in out_scores.items()}}
-    paths.append(str(plots.score_histograms(hist, out_dir / "histograms.png", "multiscale score")))
+    h = headline(ref_scores)
+    hist = {res["reference"]["name"]: ref_scores[h], **{n: s[h] for n, s in out_scores.items()}}
+    paths.append(str(plots.score_histograms(hist, out_dir / "histograms.png", f"{h} score")))
     return paths
 
 
 def run(model, fit, reference, outliers, opts, detector=None, model_info=None, log=None):
-    """The whole protocol. opts: t_grid, constant, draws, bound_draws, seed, batch_size, device.
-    Returns (result dict, per-image rows, detector, reference scores, {set: scores})."""
+    """The whole protocol. opts: t_grid, constant, draws, bound_draws, seed, batch_size, device, transforms.
+    Returns (result dict, per-image rows (reference, each outlier set, then the fit images when the detector was
+    fitted here), detector, reference scores, {set: scores})."""
+    fit_feat = None
     if detector is None:
-        det = fit_detector(set_features(model, fit, opts, log), opts, fit.name, model_info or {})
+        fit_feat = set_features(model, fit, opts, log)
+        det = fit_detector(fit_feat, opts, fit.name, model_info or {})
     else:
         det = detector
     feats = {"reference": set_features(model, reference, opts, log)}
@@ -118,11 +129,14 @@ def run(model, fit, reference, outliers, opts, detector=None, model_info=None, l
     rows = per_image_rows("reference", feats["reference"], ref_scores)
     for name in outliers:
         rows += per_image_rows(name, feats[name], out_scores[name])
+    if fit_feat is not None:  # last, so that other detectors can be fitted from the file alone
+        rows += per_image_rows("fit", fit_feat, scores(fit_feat, det))
     secs = [f["seconds_per_image"] for f in feats.values()]
     res = {"reference": {"name": reference.name, "n": len(reference)},
            "outliers": {k: {"name": v.name, "n": len(v)} for k, v in outliers.items()},
            "detector": {k: v for k, v in det.meta.items() if k != "sha256"},
-           "t_grid": list(det.meta["t_grid"]), "scores": list(ref_scores),
+           "t_grid": list(det.meta["t_grid"]), "transforms": list(det.meta.get("transforms", [])),
+           "scores": list(ref_scores), "headline": headline(ref_scores),
            "table": table(ref_scores, out_scores),
            "cost": {"forward_passes_per_image": feats["reference"]["forward_passes"],
                     "backward_passes_per_image": sum(1 if t == 0 else opts["draws"] for t in opts["t_grid"]),
