@@ -24,12 +24,7 @@ HARD_S=${HARD_S:-520}        # every evaluation still running then is stopped (i
 WIDTHS=${WIDTHS:-64,128}; MID=${MID:-256}; B=${B:-256}
 PF_E=${PF_E:-500}; SHARD=${SHARD:-500}; NSHARDS=${NSHARDS:-20}; NEVAL=${NEVAL:-1000}; NTEST=${NTEST:-10000}
 W=$(mktemp -d -t dsmctl-gpu-fashion-work-XXXX)
-start=$(date +%s)
-el() { echo $(( $(date +%s) - start )); }
-nll() { $PY -c "import json,sys; n=json.load(open(sys.argv[1]))['nll']; print(f\"{n['bits_per_dim']:.4f} +- {n['bits_per_dim_stderr']:.4f} bits/dim ({n['n_images']} images)\")" "$1"; }
-log() { echo "[gpu_fashion $(el)s] $*" | tee -a "$W/script.log" >&2; }
-dsm() { $PY -m dsmctl "$@"; }
-left() { echo $(( HARD_S - $(el) > 1 ? HARD_S - $(el) : 1 )); }  # seconds to the hard stop
+NAME=gpu_fashion; source bench/gpu_lib.sh
 finish() {
     log "packing results"
     for m in energy denoiser; do
@@ -40,9 +35,7 @@ finish() {
 }
 trap finish EXIT
 
-log "device $DEVICE; $($PY -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no cuda")')"
-[[ $DEVICE == cpu ]] && export CUDA_VISIBLE_DEVICES=""
-dsm prepare "fashion-mnist:$IDX" --out "$W/data" 2> "$W/prepare.log" || { log "prepare failed"; cat "$W/prepare.log" >&2; exit 1; }
+prepare_fashion
 
 common=(--set "data.source=$W/data" --set "model.widths=[$WIDTHS]" --set "model.mid_width=$MID"
         --set "train.batch_size=$B" --set "eval.n_images=$NEVAL" --set train.log_every=20 --quiet)

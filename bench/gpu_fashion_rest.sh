@@ -10,10 +10,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OF
 PY=${PYTHON:-python3}; IDX=${IDX:-data/fm-idx}; OUT=${OUT:?set OUT}; MODELS=${MODELS:-data/gpu-models}
 JOBS=${JOBS:?set JOBS}; HARD_S=${HARD_S:-170}; BATCH=${BATCH:-1000}
 W=$(mktemp -d -t dsmctl-gpu-rest-XXXX)
-start=$(date +%s)
-el() { echo $(( $(date +%s) - start )); }
-nll() { $PY -c "import json,sys; n=json.load(open(sys.argv[1]))['nll']; print(f\"{n['bits_per_dim']:.4f} +- {n['bits_per_dim_stderr']:.4f} bits/dim ({n['n_images']} images)\")" "$1"; }
-log() { echo "[gpu_fashion_rest $(el)s] $*" | tee -a "$W/script.log" >&2; }
+NAME=gpu_fashion_rest; source bench/gpu_lib.sh
 trap '(cd "$W" && tar czf "$OUT/rest.tgz" --exclude=./data .); ls -la "$OUT" >&2' EXIT
 $PY -m dsmctl prepare "fashion-mnist:$IDX" --out "$W/data" 2> "$W/prepare.log" || { log "prepare failed"; exit 1; }
 log "data prepared; jobs: $JOBS"

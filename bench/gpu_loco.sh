@@ -32,12 +32,8 @@ PROBE=${PROBE:-30}           # probe steps (timed) per model
 HARD_S=${HARD_S:-550}        # everything still running then is stopped, then results are packed
 WIDTHS=${WIDTHS:-64,128}; MID=${MID:-256}; B=${B:-256}; N=${N:-500}
 CLASSES=${CLASSES:-0 1 2 3 4 5 6 7 8 9}
-mkdir -p "$OUT"; W=$(mktemp -d -t dsmctl-gpu-loco-work-XXXX)
-start=$(date +%s)
-el() { echo $(( $(date +%s) - start )); }
-log() { echo "[gpu_loco $(el)s] $*" | tee -a "$W/script.log" >&2; }
-dsm() { $PY -m dsmctl "$@"; }
-left() { echo $(( HARD_S - $(el) > 1 ? HARD_S - $(el) : 1 )); }
+W=$(mktemp -d -t dsmctl-gpu-loco-work-XXXX)
+NAME=gpu_loco; source bench/gpu_lib.sh
 finish() {
     log "packing results"
     (cd "$W" && tar czf "$OUT/results.tgz" --exclude='*.safetensors' --exclude='checkpoints' --exclude='./data' \
@@ -50,9 +46,7 @@ finish() {
 }
 trap finish EXIT
 
-log "device $DEVICE; $($PY -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no cuda")')"
-[[ $DEVICE == cpu ]] && export CUDA_VISIBLE_DEVICES=""
-dsm prepare "fashion-mnist:$IDX" --out "$W/data" 2> "$W/prepare.log" || { log "prepare failed"; cat "$W/prepare.log" >&2; exit 1; }
+prepare_fashion
 
 common=(--set "data.source=$W/data" --set "model.widths=[$WIDTHS]" --set "model.mid_width=$MID"
         --set "train.batch_size=$B" --set data.subset=first:59000 --set train.log_every=10 --quiet)

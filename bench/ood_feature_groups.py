@@ -14,7 +14,7 @@ import numpy as np
 from dsmctl.analysis.ood import metrics
 from dsmctl.analysis.ood.detector import Detector
 
-GROUPS = ("nll@", "grad2@", "tdt@", "")  # "" = every used feature (the shipped multiscale score)
+GROUPS = ("nll@", "grad2@", "tdt@", "")  # "" = every used feature (= multiscale for a detector without transforms)
 
 
 def group_scores(det, z, prefix):

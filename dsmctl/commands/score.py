@@ -20,7 +20,7 @@ def score(
     data: Optional[str] = typer.Option(None, help="Data source of the reference and fit images (default: the "
                                        "model's own)."),
     detector: Optional[Path] = typer.Option(None, help="Reuse a fitted detector (OUT/detector.safetensors) instead "
-                                            "of fitting one; its noise levels and draws are used."),
+                                            "of fitting one; its noise levels, draws and transforms are used."),
     t_grid: str = typer.Option("0,1e-4,1e-3,1e-2,0.1,1", help="Noise variances of the features (0 = clean)."),
     transforms: str = typer.Option("auto", help="Orientation features: U of the copy turned by each of these minus U "
                                    "of the copy, per level: a comma list of vflip, hflip, rot90, rot180, rot270 "
