@@ -132,12 +132,13 @@ def features(model, data, t_grid, constant, draws=1, seed=0, batch_size=128, dev
                                                                       x.dtype, x.device)
                 o = model(y, t, need=("energy", "grad_y", "grad_t"))
                 g2 = o.grad_y.double().flatten(1).pow(2).sum(1).cpu()
-                acc[:, 0] += (o.energy.double().cpu() + constant) / d
+                u = o.energy.double().cpu()
+                acc[:, 0] += (u + constant) / d
                 acc[:, 1] += torch.log(g2 / d + 1e-300)
                 acc[:, 2] += t * o.grad_t.double().cpu() / d
                 for j, name in enumerate(transforms):
                     turned = model(TRANSFORMS[name](y), t, need=("energy",)).energy.double().cpu()
-                    acc[:, 3 + j] += (turned - o.energy.double().cpu()) / d
+                    acc[:, 3 + j] += (turned - u) / d
             cols.append(acc / n)
         rows.append(torch.cat(cols, 1))
         idx_all.append(np.asarray(idx))
