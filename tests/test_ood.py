@@ -265,6 +265,15 @@ def test_score_command_end_to_end_and_detector_reuse(tiny_run, tmp_path, monkeyp
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert len(rows) == 100 + 30 and rows[0]["set"] == "reference"  # then the fit images, last
     assert [r["set"] for r in rows[100:]] == ["fit"] * 30 and "vflip@0.01" in rows[-1]
+    # bench/ood_refit.py refits the same detector from the file alone: the same per-image scores
+    from bench.ood_refit import read, refit
+
+    _, again_sc = refit(read(out), ["vflip"])
+    for k in ("combined", "orientation", "multiscale"):
+        np.testing.assert_allclose(again_sc["noise"][k], [float(r[k]) for r in rows if r["set"] == "noise"], rtol=1e-9)
+    _, plain = refit(read(out), [])
+    assert "combined" not in plain["reference"]
+    np.testing.assert_allclose(plain["reference"]["multiscale"], [float(r["multiscale"]) for r in rows[:20]], rtol=1e-9)
     # reuse: the same detector gives the same per-image scores, through the CLI and the Python API
     per = tmp_path / "again.jsonl"
     code, io = run_main(monkeypatch, capsys, "score", tiny_run, "--detector", out / "detector.safetensors",

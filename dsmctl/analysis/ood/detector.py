@@ -1,7 +1,7 @@
 """The OOD detector: a Gaussian fitted to the feature vectors of in-distribution images, scored by distance.
 
 Fit: standardize each feature on the fit images, then the Ledoit-Wolf shrunk covariance of the standardized
-vectors (well conditioned even with fewer images than features). Scores (higher = more outlying):
+energy features (well conditioned even with fewer images than features; the transform features are not in it). Scores (higher = more outlying):
   multiscale      Mahalanobis distance over the energy features (nll@t, grad2@t, tdt@t at every level)
   multiscale_nll  Mahalanobis distance over the nll@t features alone
   orientation     one-sided, from the transform features (vflip@t, rot90@t, ...: U of the turned copy minus U of
@@ -72,9 +72,13 @@ class Detector:
             raise ValueError(f"detector: every feature is constant on the {len(v)} fit images; expected varied images")
         std = np.where(used, std, 1.0)
         z = (v - mean) / std
-        cov = np.eye(len(names))
-        shrunk, delta = ledoit_wolf(torch.from_numpy(z[:, used]))
-        cov[np.ix_(used, used)] = shrunk.numpy()
+        # the covariance of the energy features alone (the only block a Mahalanobis score reads), so that
+        # `multiscale` does not depend on which transform features ride along
+        block = used & np.array([n.partition("@")[0] in ENERGY_KINDS for n in names])
+        cov, delta = np.eye(len(names)), 0.0
+        if block.any():
+            shrunk, delta = ledoit_wolf(torch.from_numpy(z[:, block]))
+            cov[np.ix_(block, block)] = shrunk.numpy()
         meta = {**meta, "names": list(names), "n_fit": int(len(v)), "shrinkage": float(delta),
                 "nll_bits_mean": meta.get("nll_bits_mean")}
         det = cls(mean, std, cov, used, meta)
