@@ -29,7 +29,8 @@ def read(path):
 
 def refit(rows, transforms):
     """(detector, {set: {score: (N,) array}}) with the energy features and the named transforms' features."""
-    names = [n for n in rows[0] if "@" in n and (n.partition("@")[0] in ENERGY_KINDS or n.partition("@")[0] in transforms)]
+    kinds = set(ENERGY_KINDS) | set(transforms)
+    names = [n for n in rows[0] if "@" in n and n.partition("@")[0] in kinds]
     sets = {}
     for r in rows:
         sets.setdefault(r["set"], []).append(r)

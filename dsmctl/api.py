@@ -288,12 +288,11 @@ class Model:
         zlib_bits, base_bits (None where they do not apply: the bound and zlib need 8-bit images, e.g. an Images view
         or a uint8 tensor), indices and forward_passes per image. transforms: "auto", "none", a comma string or a
         list of names (`dsmctl score --transforms`)."""
-        from .analysis.ood.features import check_transforms, features, parse_transforms
+        from .analysis.ood.features import features, parse_transforms
 
         self._need_energy("OOD features")
         data, _ = self._images("x", x)
-        turns = parse_transforms(transforms, self.shape, "transforms") if isinstance(transforms, str) \
-            else check_transforms(transforms, self.shape, "transforms")
+        turns = parse_transforms(transforms, self.shape, "transforms")
         return features(self.net, data, list(t_grid), self._constant_or_zero(), _count(draws, "draws"),
                         _count(seed, "seed", 0), _batch(batch_size), self.device, _count(bound_draws, "bound_draws", 0),
                         bound_t=self.meta["recipe"]["eval"].get("bound_t", 0.0), transforms=turns)

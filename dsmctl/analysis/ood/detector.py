@@ -1,7 +1,8 @@
 """The OOD detector: a Gaussian fitted to the feature vectors of in-distribution images, scored by distance.
 
 Fit: standardize each feature on the fit images, then the Ledoit-Wolf shrunk covariance of the standardized
-energy features (well conditioned even with fewer images than features; the transform features are not in it). Scores (higher = more outlying):
+energy features (well conditioned even with fewer images than features; the transform features are not in it).
+Scores (higher = more outlying):
   multiscale      Mahalanobis distance over the energy features (nll@t, grad2@t, tdt@t at every level)
   multiscale_nll  Mahalanobis distance over the nll@t features alone
   orientation     one-sided, from the transform features (vflip@t, rot90@t, ...: U of the turned copy minus U of
@@ -43,17 +44,17 @@ class Detector:
     def groups(self):
         """{score name: the feature columns its Mahalanobis distance uses}; features constant on the fit images
         are left out, and so is a group with no columns."""
-        cols = np.flatnonzero(self.used)
-        kind = [self.names[c].partition("@")[0] for c in cols]
-        energy = np.array([c for c, k in zip(cols, kind) if k in ENERGY_KINDS], dtype=int)
-        turned = np.array([c for c, k in zip(cols, kind) if k not in ENERGY_KINDS], dtype=int)
-        nll = np.array([c for c, k in zip(cols, kind) if k == "nll"], dtype=int)
+        energy = self._columns(lambda k: k in ENERGY_KINDS)
+        nll = self._columns(lambda k: k == "nll")
         return {g: c for g, c in {"multiscale": energy, "multiscale_nll": nll}.items() if len(c)}
 
     def turned(self):
         """Columns of the transform features (kinds not in ENERGY_KINDS) used by the detector."""
-        return np.array([c for c in np.flatnonzero(self.used) if self.names[c].partition("@")[0] not in ENERGY_KINDS],
-                        dtype=int)
+        return self._columns(lambda k: k not in ENERGY_KINDS)
+
+    def _columns(self, keep):
+        """The used feature columns whose kind (the name before '@') passes keep(kind)."""
+        return np.array([c for c in np.flatnonzero(self.used) if keep(self.names[c].partition("@")[0])], dtype=int)
 
     @classmethod
     def fit(cls, values, names, **meta):

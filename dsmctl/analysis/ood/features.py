@@ -53,8 +53,10 @@ def check_transforms(transforms, shape, label="--transforms"):
 
 
 def parse_transforms(text, shape, label="--transforms"):
-    """'auto' (DEFAULT_TRANSFORMS: vflip), 'none', or a comma list of TRANSFORMS names."""
-    text = str(text).strip()
+    """'auto' (DEFAULT_TRANSFORMS: vflip), 'none', a comma list of TRANSFORMS names, or a list of them."""
+    if not isinstance(text, str):
+        return check_transforms(text, shape, label)
+    text = text.strip()
     if text == "auto":
         return list(DEFAULT_TRANSFORMS)
     if text == "none":
